@@ -1,0 +1,1 @@
+//! Client commands (shoal get, ...) and their output.

@@ -1,0 +1,1 @@
+//! Typed clients for the scheduler and daemons: channels, timeouts, Vortex piece client.

@@ -1,0 +1,1 @@
+//! The scheduler role: host, task and peer state, parent selection, seed triggering.

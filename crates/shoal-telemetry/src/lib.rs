@@ -1,0 +1,1 @@
+//! Tracing setup, shared log field names and the metrics registry.

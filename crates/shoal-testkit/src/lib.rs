@@ -1,0 +1,1 @@
+//! Test harness: in-process clusters, fake origins, wait_until.
