@@ -100,7 +100,10 @@ fn decode_value(tag: Tag, value: &[u8]) -> Result<Packet, VortexError> {
     Ok(match tag {
         Tag::DownloadPiece => {
             let request = DownloadPiece::decode(value).map_err(VortexError::Decode)?;
-            Packet::DownloadPiece { task_id: request.task_id, piece_number: request.piece_number }
+            Packet::DownloadPiece {
+                task_id: request.task_id,
+                piece_number: request.piece_number,
+            }
         }
         Tag::PieceContent => {
             let content = PieceContent::decode(value).map_err(VortexError::Decode)?;
@@ -108,7 +111,10 @@ fn decode_value(tag: Tag, value: &[u8]) -> Result<Packet, VortexError> {
         }
         Tag::Error => {
             let error = ErrorValue::decode(value).map_err(VortexError::Decode)?;
-            Packet::Error { code: error.code.into(), message: error.message }
+            Packet::Error {
+                code: error.code.into(),
+                message: error.message,
+            }
         }
         Tag::Close => Packet::Close,
         other => Packet::Unsupported { tag: other.into() },
@@ -134,7 +140,9 @@ pub async fn write_download_piece<W: AsyncWrite + Unpin>(
 
 /// Encodes the `PieceContent` packet that precedes `info.length` raw content bytes.
 pub fn encode_piece_content(info: &PieceInfo) -> BytesMut {
-    let content = PieceContent { metadata: info.to_metadata() };
+    let content = PieceContent {
+        metadata: info.to_metadata(),
+    };
     let mut buffer = BytesMut::with_capacity(HEADER_SIZE + content.encoded_len());
     content.encode_packet(&mut buffer);
     buffer
@@ -191,7 +199,10 @@ impl PieceInfo {
 
     /// Seconds since the Unix epoch for `time`, as carried in `created_at`.
     pub fn unix_seconds(time: SystemTime) -> i64 {
-        let seconds = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let seconds = time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         i64::try_from(seconds).unwrap_or(i64::MAX)
     }
 }
@@ -240,7 +251,13 @@ mod tests {
         assert_eq!(&buffer[6..70], TASK.as_bytes());
         assert_eq!(&buffer[70..], &[0, 0, 0, 1]);
         let packet = read_packet(&mut buffer.as_slice()).await.unwrap();
-        assert_eq!(packet, Packet::DownloadPiece { task_id: TASK.to_string(), piece_number: 1 });
+        assert_eq!(
+            packet,
+            Packet::DownloadPiece {
+                task_id: TASK.to_string(),
+                piece_number: 1
+            }
+        );
     }
 
     #[tokio::test]
@@ -257,18 +274,18 @@ mod tests {
         };
         let buffer = encode_piece_content(&info);
         let expected = hex::decode(concat!(
-            "010000004000",
-            "0000003c",
-            "00000001",
-            "0000000000400000",
-            "000000000000000b",
-            "0000000f",
-            "6372633332",
-            "3a323232393537393537",
-            "00000000",
-            "01",
-            "0000000000000002",
-            "000000006553f100"
+            "000100000040",         // header: id 00 (ignored), tag 1, length 64
+            "0000003c",             // metadata length 60
+            "00000001",             // number
+            "0000000000400000",     // offset 4194304
+            "000000000000000b",     // length 11
+            "0000000f",             // digest length 15
+            "6372633332",           // "crc32"
+            "3a323232393537393537", // ":222957957"
+            "00000000",             // parent id length 0
+            "01",                   // traffic type
+            "0000000000000002",     // cost 2 s
+            "000000006553f100"      // created at 1700000000
         ))
         .unwrap();
         assert_eq!(buffer.len(), 70);
@@ -287,9 +304,15 @@ mod tests {
         let mut reader = stream.as_slice();
         assert!(matches!(
             read_packet(&mut reader).await.unwrap(),
-            Packet::Error { code: ErrorCode::NotFound, .. }
+            Packet::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }
         ));
-        assert_eq!(read_packet(&mut reader).await.unwrap(), Packet::Unsupported { tag: 42 });
+        assert_eq!(
+            read_packet(&mut reader).await.unwrap(),
+            Packet::Unsupported { tag: 42 }
+        );
         assert!(read_packet(&mut reader).await.unwrap_err().is_eof());
     }
 
