@@ -1,0 +1,195 @@
+//! The Vortex piece client: fetches one piece from a parent and verifies it.
+//!
+//! Connections are pooled per parent address and reused: one request is outstanding per
+//! connection, the whole answer is read before the connection returns to the pool, and a
+//! connection that saw an error is dropped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use shoal_protocol::vortex::{self, Packet, PieceInfo, VortexError};
+use shoal_types::{PieceDigest, TaskId};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// Idle connections kept per parent.
+const MAX_IDLE_PER_PARENT: usize = 16;
+
+/// Pool of Vortex connections to parents; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct PieceClient {
+    idle: Arc<Mutex<HashMap<SocketAddr, Vec<TcpStream>>>>,
+}
+
+/// A verified piece received from a parent.
+#[derive(Debug, Clone)]
+pub struct ReceivedPiece {
+    pub info: PieceInfo,
+    pub digest: PieceDigest,
+    pub content: Bytes,
+}
+
+/// Why a piece could not be fetched; says whether the parent or the network is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchPieceError {
+    #[error("connect to parent {addr}")]
+    Unreachable {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("exchange piece with parent {addr}")]
+    Transfer {
+        addr: SocketAddr,
+        #[source]
+        source: VortexError,
+    },
+    #[error("parent {addr} timed out")]
+    Timeout { addr: SocketAddr },
+    #[error("parent {addr} does not have piece {piece}: {message}")]
+    NotFound { addr: SocketAddr, piece: u32, message: String },
+    #[error("parent {addr} refused piece {piece}: {message}")]
+    Refused { addr: SocketAddr, piece: u32, message: String },
+    #[error("parent {addr} sent piece {got} with {length} bytes, expected piece {piece} with {expected}")]
+    WrongPiece { addr: SocketAddr, piece: u32, got: u32, length: u64, expected: u64 },
+    #[error("parent {addr} sent piece {piece} without a usable digest ({digest:?})")]
+    MissingDigest { addr: SocketAddr, piece: u32, digest: String },
+    #[error("piece {piece} from parent {addr} does not match its digest {expected}")]
+    DigestMismatch { addr: SocketAddr, piece: u32, expected: String },
+    #[error("parent {addr} answered with an unexpected packet")]
+    Protocol { addr: SocketAddr },
+}
+
+impl FetchPieceError {
+    /// Whether the parent sent data that cannot be trusted (as opposed to being unreachable).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(
+            self,
+            Self::DigestMismatch { .. } | Self::MissingDigest { .. } | Self::WrongPiece { .. }
+        )
+    }
+
+    /// Whether only this piece is missing at the parent (the parent itself is fine).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}
+
+impl PieceClient {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fetches piece `piece` of `task_id` from the parent at `addr`, expecting `expected_length`
+    /// bytes, and verifies its crc32 digest. The whole exchange is bounded by `timeout`.
+    pub async fn fetch(
+        &self,
+        addr: SocketAddr,
+        task_id: &TaskId,
+        piece: u32,
+        expected_length: u64,
+        timeout: Duration,
+    ) -> Result<ReceivedPiece, FetchPieceError> {
+        let mut stream = match self.take_idle(addr) {
+            Some(stream) => stream,
+            None => connect(addr, timeout).await?,
+        };
+        let exchange = exchange(&mut stream, addr, task_id, piece, expected_length);
+        let received = match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result?,
+            Err(_) => return Err(FetchPieceError::Timeout { addr }),
+        };
+        self.put_idle(addr, stream);
+        verify(addr, received)
+    }
+
+    fn take_idle(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().expect("pool lock is never poisoned: no panics inside");
+        idle.get_mut(&addr).and_then(Vec::pop)
+    }
+
+    fn put_idle(&self, addr: SocketAddr, stream: TcpStream) {
+        let mut idle = self.idle.lock().expect("pool lock is never poisoned: no panics inside");
+        let entry = idle.entry(addr).or_default();
+        if entry.len() < MAX_IDLE_PER_PARENT {
+            entry.push(stream);
+        }
+    }
+
+    /// Drops every pooled connection to `addr` (after the parent failed).
+    pub fn forget(&self, addr: SocketAddr) {
+        let mut idle = self.idle.lock().expect("pool lock is never poisoned: no panics inside");
+        idle.remove(&addr);
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, FetchPieceError> {
+    let connect = TcpStream::connect(addr);
+    let stream = match tokio::time::timeout(timeout.min(Duration::from_secs(3)), connect).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => return Err(FetchPieceError::Unreachable { addr, source }),
+        Err(_) => return Err(FetchPieceError::Timeout { addr }),
+    };
+    stream.set_nodelay(true).map_err(|source| FetchPieceError::Unreachable { addr, source })?;
+    Ok(stream)
+}
+
+struct Unverified {
+    info: PieceInfo,
+    content: Bytes,
+    piece: u32,
+}
+
+async fn exchange(
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+    task_id: &TaskId,
+    piece: u32,
+    expected_length: u64,
+) -> Result<Unverified, FetchPieceError> {
+    let transfer = |source| FetchPieceError::Transfer { addr, source };
+    vortex::write_download_piece(stream, task_id.as_str(), piece).await.map_err(transfer)?;
+    let info = match vortex::read_packet(stream).await.map_err(transfer)? {
+        Packet::PieceContent(info) => info,
+        Packet::Error { code: vortex::ErrorCode::NotFound, message } => {
+            return Err(FetchPieceError::NotFound { addr, piece, message });
+        }
+        Packet::Error { message, .. } => {
+            return Err(FetchPieceError::Refused { addr, piece, message });
+        }
+        _ => return Err(FetchPieceError::Protocol { addr }),
+    };
+    if info.number != piece || info.length != expected_length {
+        return Err(FetchPieceError::WrongPiece {
+            addr,
+            piece,
+            got: info.number,
+            length: info.length,
+            expected: expected_length,
+        });
+    }
+    let length = usize::try_from(info.length).map_err(|_| FetchPieceError::Protocol { addr })?;
+    let mut content = BytesMut::zeroed(length);
+    stream
+        .read_exact(&mut content)
+        .await
+        .map_err(|source| transfer(VortexError::Io(source)))?;
+    Ok(Unverified { info, content: content.freeze(), piece })
+}
+
+fn verify(addr: SocketAddr, received: Unverified) -> Result<ReceivedPiece, FetchPieceError> {
+    let Unverified { info, content, piece } = received;
+    let expected: PieceDigest = info.digest.parse().map_err(|_| FetchPieceError::MissingDigest {
+        addr,
+        piece,
+        digest: info.digest.clone(),
+    })?;
+    let actual = PieceDigest::from_crc(crc32fast::hash(&content));
+    if actual != expected {
+        return Err(FetchPieceError::DigestMismatch { addr, piece, expected: info.digest });
+    }
+    Ok(ReceivedPiece { info, digest: actual, content })
+}

@@ -1,0 +1,287 @@
+//! Daemon configuration: the YAML file format (`DaemonToml`, named after our convention for file
+//! types) and the validated runtime values (`DaemonConfig`).
+//!
+//! Precedence is defaults < file < flags; the binary applies flags on top of the parsed file and
+//! then calls `DaemonConfig::try_from`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The daemon's config file. Every field is optional; absent means the default shown.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DaemonToml {
+    /// Data directory holding the piece store. Default `/var/lib/shoal/daemon`.
+    pub data_dir: Option<PathBuf>,
+    /// Scheduler URLs, e.g. `http://127.0.0.1:8002`. Required.
+    #[serde(default)]
+    pub schedulers: Vec<String>,
+    /// Run as a seed peer that fetches from the origin when the scheduler asks. Default false.
+    pub seed: Option<bool>,
+    /// Advertised and bound IP. Default 127.0.0.1.
+    pub ip: Option<IpAddr>,
+    /// Hostname used in host and peer ids. Default: the machine's hostname.
+    pub hostname: Option<String>,
+    /// gRPC upload port (DfdaemonUpload). Default 4000.
+    pub upload_port: Option<u16>,
+    /// Vortex TCP piece port. Default 4005.
+    pub vortex_port: Option<u16>,
+    /// Prometheus metrics port. Default 4002.
+    pub metrics_port: Option<u16>,
+    /// Unix socket of the local download API. Default `/var/run/shoal/daemon.sock`.
+    pub socket: Option<PathBuf>,
+    /// IDC announced to the scheduler for affinity. Default none.
+    pub idc: Option<String>,
+    /// Location announced to the scheduler for affinity. Default none.
+    pub location: Option<String>,
+    /// Download tuning.
+    #[serde(default)]
+    pub download: DownloadToml,
+    /// Upload tuning.
+    #[serde(default)]
+    pub upload: UploadToml,
+    /// Piece store tuning.
+    #[serde(default)]
+    pub storage: StorageToml,
+}
+
+/// `download:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DownloadToml {
+    /// Pieces fetched at once from parents or the origin. Default 8.
+    pub concurrent_pieces: Option<usize>,
+    /// A parent piece request taking longer than this fails. Default `30s`.
+    #[serde(default, with = "humantime_serde")]
+    pub piece_timeout: Option<Duration>,
+    /// No piece arriving from any parent for this long counts as a stall. Default `20s`.
+    #[serde(default, with = "humantime_serde")]
+    pub stall_timeout: Option<Duration>,
+    /// Attempts per origin piece request before giving up. Default 4.
+    pub origin_retries: Option<u32>,
+}
+
+/// `upload:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UploadToml {
+    /// Pieces served at once to children. Default 64.
+    pub concurrent_pieces: Option<usize>,
+    /// Upload rate limit, e.g. `100MiB` per second. Default unlimited.
+    pub rate_limit: Option<bytesize::ByteSize>,
+    /// Interval between AnnounceHost calls. Default `30s`.
+    #[serde(default, with = "humantime_serde")]
+    pub announce_interval: Option<Duration>,
+}
+
+/// `storage:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StorageToml {
+    /// Disk budget for cached content. Default unlimited.
+    pub capacity: Option<bytesize::ByteSize>,
+    /// Tasks unused for this long are removed. Default `24h`.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// Interval between GC passes. Default `60s`.
+    #[serde(default, with = "humantime_serde")]
+    pub gc_interval: Option<Duration>,
+}
+
+/// Validated daemon configuration.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub data_dir: PathBuf,
+    pub schedulers: Vec<String>,
+    pub seed: bool,
+    pub ip: IpAddr,
+    pub hostname: String,
+    pub upload_addr: SocketAddr,
+    pub vortex_addr: SocketAddr,
+    /// `None` disables the metrics server.
+    pub metrics_addr: Option<SocketAddr>,
+    pub socket: PathBuf,
+    pub idc: Option<String>,
+    pub location: Option<String>,
+    pub download: DownloadConfig,
+    pub upload: UploadConfig,
+    pub storage: StorageConfig,
+}
+
+/// Validated download tuning.
+#[derive(Debug, Clone)]
+pub struct DownloadConfig {
+    pub concurrent_pieces: usize,
+    pub piece_timeout: Duration,
+    pub stall_timeout: Duration,
+    pub origin_retries: u32,
+}
+
+/// Validated upload tuning.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    pub concurrent_pieces: usize,
+    /// Bytes per second; `None` is unlimited.
+    pub rate_limit: Option<u64>,
+    pub announce_interval: Duration,
+}
+
+/// Validated storage tuning.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub capacity: Option<u64>,
+    pub ttl: Duration,
+    pub gc_interval: Duration,
+}
+
+/// The config file or flags hold a value we cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no scheduler configured: pass --scheduler http://HOST:8002")]
+    NoScheduler,
+    #[error("scheduler url {url:?} is invalid")]
+    SchedulerUrl {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("{field} must be greater than zero")]
+    Zero { field: &'static str },
+    #[error("read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse config file {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+}
+
+/// Default unix socket of the local download API.
+pub const DEFAULT_SOCKET: &str = "/var/run/shoal/daemon.sock";
+
+impl DaemonToml {
+    /// Reads and parses a YAML config file; unknown keys are errors.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
+    }
+
+    /// Parses YAML text; unknown keys are errors.
+    pub fn parse(text: &str) -> Result<Self, serde_yaml::Error> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml::from_str(text)
+    }
+}
+
+impl TryFrom<DaemonToml> for DaemonConfig {
+    type Error = ConfigError;
+
+    fn try_from(toml: DaemonToml) -> Result<Self, Self::Error> {
+        if toml.schedulers.is_empty() {
+            return Err(ConfigError::NoScheduler);
+        }
+        let mut schedulers = Vec::new();
+        for url in toml.schedulers {
+            let url = if url.contains("://") { url } else { format!("http://{url}") };
+            url::Url::parse(&url)
+                .map_err(|source| ConfigError::SchedulerUrl { url: url.clone(), source })?;
+            schedulers.push(url);
+        }
+        let ip = toml.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let hostname = toml.hostname.unwrap_or_else(local_hostname);
+        let download = DownloadConfig {
+            concurrent_pieces: positive(toml.download.concurrent_pieces.unwrap_or(8), "download.concurrentPieces")?,
+            piece_timeout: toml.download.piece_timeout.unwrap_or(Duration::from_secs(30)),
+            stall_timeout: toml.download.stall_timeout.unwrap_or(Duration::from_secs(20)),
+            origin_retries: toml.download.origin_retries.unwrap_or(4).max(1),
+        };
+        let upload = UploadConfig {
+            concurrent_pieces: positive(toml.upload.concurrent_pieces.unwrap_or(64), "upload.concurrentPieces")?,
+            rate_limit: toml.upload.rate_limit.map(|size| size.as_u64()).filter(|rate| *rate > 0),
+            announce_interval: toml.upload.announce_interval.unwrap_or(Duration::from_secs(30)),
+        };
+        let storage = StorageConfig {
+            capacity: toml.storage.capacity.map(|size| size.as_u64()),
+            ttl: toml.storage.ttl.unwrap_or(Duration::from_secs(24 * 3600)),
+            gc_interval: toml.storage.gc_interval.unwrap_or(Duration::from_secs(60)),
+        };
+        Ok(Self {
+            data_dir: toml.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/shoal/daemon")),
+            schedulers,
+            seed: toml.seed.unwrap_or(false),
+            ip,
+            hostname,
+            upload_addr: SocketAddr::new(ip, toml.upload_port.unwrap_or(4000)),
+            vortex_addr: SocketAddr::new(ip, toml.vortex_port.unwrap_or(4005)),
+            metrics_addr: Some(SocketAddr::new(ip, toml.metrics_port.unwrap_or(4002))),
+            socket: toml.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            idc: toml.idc,
+            location: toml.location,
+            download,
+            upload,
+            storage,
+        })
+    }
+}
+
+fn positive(value: usize, field: &'static str) -> Result<usize, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::Zero { field });
+    }
+    Ok(value)
+}
+
+/// The machine's hostname, or `localhost` when it cannot be read.
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = DaemonToml::parse("schedulers: [a]\nbogus: 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let toml = DaemonToml::parse("schedulers: ['127.0.0.1:8002']\n").unwrap();
+        let config = DaemonConfig::try_from(toml).unwrap();
+        assert_eq!(config.schedulers, vec!["http://127.0.0.1:8002".to_string()]);
+        assert_eq!(config.upload_addr.port(), 4000);
+        assert_eq!(config.vortex_addr.port(), 4005);
+        assert_eq!(config.download.concurrent_pieces, 8);
+    }
+
+    #[test]
+    fn missing_scheduler_is_an_error() {
+        let err = DaemonConfig::try_from(DaemonToml::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::NoScheduler));
+    }
+
+    #[test]
+    fn sections_parse() {
+        let text = "schedulers: [http://s:8002]\ndownload:\n  pieceTimeout: 5s\nstorage:\n  capacity: 10GiB\n";
+        let config = DaemonConfig::try_from(DaemonToml::parse(text).unwrap()).unwrap();
+        assert_eq!(config.download.piece_timeout, Duration::from_secs(5));
+        assert_eq!(config.storage.capacity, Some(10 * 1024 * 1024 * 1024));
+    }
+}
