@@ -4,13 +4,83 @@
 //! Finished tasks survive restarts and partial tasks resume from the pieces already recorded.
 //! Garbage collection removes tasks by TTL and by a disk budget (least recently used first) and
 //! never removes a task that is pinned by a reader or writer.
+//!
+//! # Layout on disk
+//!
+//! ```text
+//! <dir>/metadata.redb      task rows and piece rows (redb, fsync on commit)
+//! <dir>/content/<task_id>  sparse file of the task's content length, pieces at their offsets
+//! ```
+//!
+//! # Guarantees
+//!
+//! - A piece is recorded only after its bytes are in the content file, so a killed process never
+//!   leaves a recorded piece without its bytes. Reads check the bytes against the recorded
+//!   digest; a mismatch (a write lost in a power cut) drops the record and returns
+//!   [`StoreError::PieceCorrupt`], so the piece is fetched again.
+//! - [`Store::finish_task`] fsyncs the content file before it durably marks the task finished.
+//! - [`Store::open`] drops tasks whose content file vanished and removes files of unknown tasks.
+//! - Every blocking call (redb, file I/O, CRC) runs on tokio's blocking pool, at most
+//!   [`MAX_BLOCKING_OPERATIONS`] at a time. Dropping a returned future does not stop its
+//!   operation: it runs to completion, so a piece is either written and recorded or not recorded.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use shoal_storage::{Store, StoreConfig};
+//! use shoal_types::{PieceLayout, PieceNumber, TaskId};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let config = StoreConfig {
+//!     dir: dir.path().to_path_buf(),
+//!     capacity: None,
+//!     ttl: std::time::Duration::from_secs(3600),
+//! };
+//! let store = Store::open(config).await?;
+//! let task_id: TaskId = "abc123".parse()?;
+//! let _pin = store.pin(&task_id);
+//! store.prepare_task(&task_id, PieceLayout::with_piece_length(5, 4)).await?;
+//! store.write_piece(&task_id, PieceNumber::new(1), "o".into()).await?;
+//! store.write_piece(&task_id, PieceNumber::new(0), "hell".into()).await?;
+//! let state = store.finish_task(&task_id).await?;
+//! assert!(state.finished);
+//! assert_eq!(std::fs::read(store.content_path(&task_id))?, b"hello");
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use shoal_types::{PieceDigest, PieceLayout, PieceNumber, TaskId};
+use tokio::sync::Semaphore;
+
+mod content;
+mod db;
+mod disk;
+mod error;
+mod gc;
+mod pins;
+
+#[cfg(test)]
+mod conformance;
+#[cfg(test)]
+mod tests;
+
+pub use error::StoreError;
+pub use pins::PinGuard;
+
+use disk::DiskStore;
+use pins::PinTable;
+
+/// How many store operations may occupy blocking threads at once, so a burst of piece writes
+/// cannot starve the rest of the process of tokio's blocking pool.
+pub const MAX_BLOCKING_OPERATIONS: usize = 64;
 
 /// Where and how much the store keeps.
 #[derive(Debug, Clone)]
@@ -26,7 +96,7 @@ pub struct StoreConfig {
 /// Handle to the store; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    _private: (),
+    inner: Arc<Inner>,
 }
 
 /// What the store knows of one task.
@@ -55,107 +125,142 @@ pub struct PieceRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
     pub removed: Vec<TaskId>,
+    /// The content lengths of the removed tasks (sparse files may have used less disk).
     pub freed_bytes: u64,
 }
 
-/// Keeps a task from being garbage collected while alive.
 #[derive(Debug)]
-pub struct PinGuard {
-    _private: (),
+struct Inner {
+    config: StoreConfig,
+    disk: DiskStore,
+    permits: Arc<Semaphore>,
 }
 
-/// A store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("task {0} is not in the store")]
-    TaskNotFound(TaskId),
-    #[error("piece {piece} of task {task_id} is not in the store")]
-    PieceNotFound { task_id: TaskId, piece: PieceNumber },
-    #[error("task {task_id} is stored with another layout")]
-    LayoutMismatch { task_id: TaskId },
-    #[error("piece {piece} has {actual} bytes, the layout says {expected}")]
-    PieceLength { piece: PieceNumber, expected: u64, actual: u64 },
-    #[error("piece {piece} is beyond the end of the task")]
-    PieceOutOfRange { piece: PieceNumber },
-    #[error("access content file {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("access piece metadata database")]
-    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-#[allow(clippy::todo, unused_variables, clippy::unused_async)]
 impl Store {
-    /// Opens (creating if needed) the store under `config.dir`.
+    /// Opens (creating if needed) the store under `config.dir`. Only one `Store` may have a
+    /// directory open at a time; reopening after every handle is dropped resumes its tasks.
     pub async fn open(config: StoreConfig) -> Result<Self, StoreError> {
-        todo!()
+        let dir = config.dir.clone();
+        let disk = tokio::task::spawn_blocking(move || DiskStore::open(&dir))
+            .await
+            .map_err(StoreError::Blocking)??;
+        let permits = Arc::new(Semaphore::new(MAX_BLOCKING_OPERATIONS));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                disk,
+                permits,
+            }),
+        })
     }
 
     /// Registers a task with its layout, creating its content file, or returns the existing
-    /// state when the task is already known with the same layout.
+    /// state when the task is already known with the same layout. A known task whose content
+    /// file is gone starts over with no pieces. Another layout gives
+    /// [`StoreError::LayoutMismatch`].
     pub async fn prepare_task(
         &self,
         task_id: &TaskId,
         layout: PieceLayout,
     ) -> Result<TaskState, StoreError> {
-        todo!()
+        let task_id = task_id.clone();
+        self.blocking(move |disk| disk.prepare_task(&task_id, layout))
+            .await
     }
 
     /// The state of a task, if stored. Updates its access time.
     pub async fn task(&self, task_id: &TaskId) -> Result<Option<TaskState>, StoreError> {
-        todo!()
+        let task_id = task_id.clone();
+        self.blocking(move |disk| disk.task(&task_id)).await
     }
 
     /// Writes a verified piece at its offset and records it. The length must match the layout.
+    /// Writing a piece again overwrites it; different pieces may be written concurrently.
     pub async fn write_piece(
         &self,
         task_id: &TaskId,
         piece: PieceNumber,
         data: Bytes,
     ) -> Result<PieceRecord, StoreError> {
-        todo!()
+        let task_id = task_id.clone();
+        self.blocking(move |disk| disk.write_piece(&task_id, piece, &data))
+            .await
     }
 
-    /// Reads a recorded piece's bytes.
+    /// Reads a recorded piece's bytes, checked against its digest. Refreshes the task's access
+    /// time (at most once a second).
     pub async fn read_piece(
         &self,
         task_id: &TaskId,
         piece: PieceNumber,
     ) -> Result<(PieceRecord, Bytes), StoreError> {
-        todo!()
+        let task_id = task_id.clone();
+        self.blocking(move |disk| disk.read_piece(&task_id, piece))
+            .await
     }
 
-    /// The content file of a task, for zero-copy sends and final copies.
+    /// The content file of a task, for zero-copy sends and final copies. Only pieces recorded
+    /// in [`TaskState::pieces`] hold meaningful bytes; the rest of the file reads as zeros.
     pub fn content_path(&self, task_id: &TaskId) -> PathBuf {
-        todo!()
+        self.inner.disk.content.path_unchecked(task_id)
     }
 
-    /// Marks a task finished; every piece of its layout must be recorded.
+    /// Marks a task finished; every piece of its layout must be recorded, else
+    /// [`StoreError::Incomplete`]. Finishing a finished task returns its state again.
     pub async fn finish_task(&self, task_id: &TaskId) -> Result<TaskState, StoreError> {
-        todo!()
+        let task_id = task_id.clone();
+        self.blocking(move |disk| disk.finish_task(&task_id)).await
     }
 
-    /// Removes a task and its content.
+    /// Removes a task and its content. Deleting an unknown task succeeds. This is an explicit
+    /// request, so it removes a pinned task too: whoever holds the pin then gets
+    /// [`StoreError::TaskNotFound`] and can prepare the task again.
     pub async fn delete_task(&self, task_id: &TaskId) -> Result<(), StoreError> {
-        todo!()
+        let task_id = task_id.clone();
+        self.blocking(move |disk| disk.delete_task(&task_id)).await
     }
 
-    /// Every stored task.
+    /// Every stored task. Does not update access times.
     pub async fn list_tasks(&self) -> Result<Vec<TaskState>, StoreError> {
-        todo!()
+        self.blocking(|disk| disk.list_tasks()).await
     }
 
-    /// Keeps `task_id` from being collected until the guard drops.
+    /// Keeps `task_id` from being collected until the guard drops. Pin before looking the task
+    /// up: a task found after pinning stays until the guard drops (or an explicit delete).
     pub fn pin(&self, task_id: &TaskId) -> PinGuard {
-        todo!()
+        PinTable::pin(&self.inner.disk.pins, task_id)
     }
 
     /// Removes expired tasks, then least recently used ones until under capacity; pinned tasks
-    /// are skipped.
+    /// are skipped (and still count against the capacity).
     pub async fn gc(&self) -> Result<GcReport, StoreError> {
-        todo!()
+        let (ttl, capacity) = (self.inner.config.ttl, self.inner.config.capacity);
+        let report = self.blocking(move |disk| disk.gc(ttl, capacity)).await?;
+        if !report.removed.is_empty() {
+            tracing::info!(
+                tasks = report.removed.len(),
+                bytes = report.freed_bytes,
+                "garbage collected tasks"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Runs `operation` on a blocking thread once a permit is free.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&DiskStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let permit = Arc::clone(&self.inner.permits)
+            .acquire_owned()
+            .await
+            .expect("the permit semaphore is never closed");
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            operation(&inner.disk)
+        })
+        .await
+        .map_err(StoreError::Blocking)?
     }
 }
