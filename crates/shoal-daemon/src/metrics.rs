@@ -2,24 +2,44 @@
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 /// Where downloaded bytes came from.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub(crate) enum Source {
     Parent,
     Origin,
 }
 
 /// How a download ended.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub(crate) enum TaskResult {
     Succeeded,
     Failed,
+}
+
+impl EncodeLabelValue for Source {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            Self::Parent => "parent",
+            Self::Origin => "origin",
+        })
+    }
+}
+
+impl EncodeLabelValue for TaskResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,3 +125,22 @@ pub(crate) async fn serve(
     axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_follow_the_convention() {
+        let metrics = Metrics::new();
+        metrics.downloaded(Source::Parent, 5);
+        metrics.downloaded(Source::Origin, 7);
+        metrics.uploaded(3);
+        metrics.task_done(TaskResult::Succeeded);
+        let text = metrics.encode();
+        assert!(text.contains("shoal_daemon_download_bytes_total{source=\"parent\"} 5"), "{text}");
+        assert!(text.contains("shoal_daemon_download_bytes_total{source=\"origin\"} 7"), "{text}");
+        assert!(text.contains("shoal_daemon_upload_bytes_total 3"), "{text}");
+        assert!(text.contains("shoal_daemon_tasks_total{state=\"succeeded\"} 1"), "{text}");
+    }
+}
