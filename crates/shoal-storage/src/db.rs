@@ -17,13 +17,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use shoal_types::{PieceDigest, PieceLayout, PieceNumber, TaskId};
 
+use crate::clock::to_system_time;
 use crate::{PieceRecord, StoreError, TaskState};
 
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
@@ -50,13 +49,6 @@ pub(crate) struct TaskRow {
     pub(crate) created_at: u64,
     pub(crate) accessed_at: u64,
     pub(crate) finished: bool,
-}
-
-/// Hands out access times: wall-clock nanoseconds, but strictly increasing within a process so
-/// that least-recently-used order is total even when two accesses share a clock tick.
-#[derive(Debug, Default)]
-pub(crate) struct AccessClock {
-    last: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,34 +81,6 @@ impl TaskRow {
     fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a TaskRow always serializes")
     }
-}
-
-impl AccessClock {
-    /// Starts after `floor`, the latest time already stored.
-    pub(crate) fn starting_after(floor: u64) -> Self {
-        Self {
-            last: AtomicU64::new(floor),
-        }
-    }
-
-    pub(crate) fn now(&self) -> u64 {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| {
-                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
-            });
-        let previous = self
-            .last
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-                Some(wall.max(last.saturating_add(1)))
-            })
-            .expect("the update closure always returns Some");
-        wall.max(previous.saturating_add(1))
-    }
-}
-
-pub(crate) fn to_system_time(nanos: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(nanos)
 }
 
 fn parse_task_id(key: &str) -> Result<TaskId, StoreError> {

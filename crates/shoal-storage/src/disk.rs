@@ -21,8 +21,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use shoal_types::{PieceDigest, PieceLayout, PieceNumber, TaskId};
 
+use crate::clock::AccessClock;
 use crate::content::ContentDir;
-use crate::db::{layout_is_valid, AccessClock, Metadata};
+use crate::db::{layout_is_valid, Metadata};
 use crate::pins::PinTable;
 use crate::{PieceRecord, StoreError, TaskState};
 

@@ -69,7 +69,7 @@ impl DiskStore {
             // The rows are gone, so the task is gone; a file that cannot be unlinked now is
             // swept as an orphan at the next open.
             if let Err(err) = self.content.remove(&task_id) {
-                tracing::warn!(%task_id, error = %err, "failed to remove content of collected task");
+                tracing::warn!(%task_id, error = %err, "failed to remove collected content");
             }
             tracing::debug!(%task_id, bytes = row.content_length, "collected task");
             report.freed_bytes += row.content_length;

@@ -60,6 +60,7 @@ use bytes::Bytes;
 use shoal_types::{PieceDigest, PieceLayout, PieceNumber, TaskId};
 use tokio::sync::Semaphore;
 
+mod clock;
 mod content;
 mod db;
 mod disk;

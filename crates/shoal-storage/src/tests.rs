@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use shoal_types::PieceNumber;
 
 use crate::conformance::{
-    layout, open_disk, read_content, source, task, write_pieces, HOUR, PIECE,
+    layout, read_content, source, task, write_pieces, Backend, Disk, HOUR, PIECE,
 };
 use crate::{Store, StoreError, TaskState};
 
@@ -21,7 +21,7 @@ async fn states(store: &Store) -> BTreeMap<String, TaskState> {
 #[tokio::test]
 async fn restart_keeps_finished_tasks_and_resumes_partial_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_disk(dir.path(), None, HOUR).await;
+    let store = Disk.open(dir.path(), None, HOUR).await;
     let (done, partial) = (task("done"), task("partial"));
     let (done_layout, partial_layout) = (layout(3 * PIECE), layout(4 * PIECE - 1));
     let (done_source, partial_source) = (source(3 * PIECE), source(4 * PIECE - 1));
@@ -33,7 +33,7 @@ async fn restart_keeps_finished_tasks_and_resumes_partial_ones() {
     let before = states(&store).await;
     drop(store);
 
-    let store = open_disk(dir.path(), None, HOUR).await;
+    let store = Disk.open(dir.path(), None, HOUR).await;
     assert_eq!(states(&store).await, before);
     assert_eq!(read_content(&store, &done, done_layout).await, done_source);
     let resumed = store.prepare_task(&partial, partial_layout).await.unwrap();
@@ -51,7 +51,7 @@ async fn restart_keeps_finished_tasks_and_resumes_partial_ones() {
 #[tokio::test]
 async fn content_files_hold_the_source_at_piece_offsets() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_disk(dir.path(), None, HOUR).await;
+    let store = Disk.open(dir.path(), None, HOUR).await;
     assert!(dir.path().join("metadata.redb").is_file());
     for length in [0, 1, PIECE - 1, PIECE, PIECE + 1, 5 * PIECE + 3] {
         let (task_id, layout, source) =
@@ -75,7 +75,7 @@ async fn content_files_hold_the_source_at_piece_offsets() {
 #[tokio::test]
 async fn prepare_starts_over_when_the_content_file_is_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_disk(dir.path(), None, HOUR).await;
+    let store = Disk.open(dir.path(), None, HOUR).await;
     let (task_id, layout, source) = (task("a"), layout(40), source(40));
     store.prepare_task(&task_id, layout).await.unwrap();
     write_pieces(&store, &task_id, &source, layout, [0, 1, 2]).await;
@@ -99,7 +99,7 @@ async fn prepare_starts_over_when_the_content_file_is_gone() {
 #[tokio::test]
 async fn open_drops_damaged_tasks_and_sweeps_unknown_files() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_disk(dir.path(), None, HOUR).await;
+    let store = Disk.open(dir.path(), None, HOUR).await;
     for name in ["gone", "short", "kept"] {
         store.prepare_task(&task(name), layout(40)).await.unwrap();
     }
@@ -116,7 +116,7 @@ async fn open_drops_damaged_tasks_and_sweeps_unknown_files() {
     std::fs::create_dir(content.join("subdir")).unwrap();
     drop(store);
 
-    let store = open_disk(dir.path(), None, HOUR).await;
+    let store = Disk.open(dir.path(), None, HOUR).await;
     assert_eq!(
         states(&store).await.into_keys().collect::<Vec<_>>(),
         ["kept"]
@@ -132,7 +132,7 @@ async fn open_drops_damaged_tasks_and_sweeps_unknown_files() {
 #[tokio::test]
 async fn a_corrupt_piece_is_reported_and_forgotten() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_disk(dir.path(), None, HOUR).await;
+    let store = Disk.open(dir.path(), None, HOUR).await;
     let (task_id, layout, source) = (task("a"), layout(40), source(40));
     store.prepare_task(&task_id, layout).await.unwrap();
     write_pieces(&store, &task_id, &source, layout, [0, 1, 2]).await;
@@ -164,7 +164,7 @@ async fn a_corrupt_piece_is_reported_and_forgotten() {
 #[tokio::test]
 async fn a_write_that_raced_with_delete_is_not_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_disk(dir.path(), None, HOUR).await;
+    let store = Disk.open(dir.path(), None, HOUR).await;
     let (task_id, layout) = (task("a"), layout(40));
     store.prepare_task(&task_id, layout).await.unwrap();
     let disk = &store.inner.disk;
@@ -212,7 +212,7 @@ async fn a_write_that_raced_with_delete_is_not_recorded() {
 #[tokio::test]
 async fn a_directory_is_opened_by_one_store_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_disk(dir.path(), None, HOUR).await;
+    let store = Disk.open(dir.path(), None, HOUR).await;
     let config = crate::StoreConfig {
         dir: dir.path().to_path_buf(),
         capacity: None,
@@ -227,7 +227,7 @@ async fn a_directory_is_opened_by_one_store_at_a_time() {
 #[tokio::test]
 async fn open_refuses_an_unknown_schema_version() {
     let dir = tempfile::tempdir().unwrap();
-    drop(open_disk(dir.path(), None, HOUR).await);
+    drop(Disk.open(dir.path(), None, HOUR).await);
     let db = redb::Database::create(dir.path().join("metadata.redb")).unwrap();
     let txn = db.begin_write().unwrap();
     let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
@@ -247,12 +247,4 @@ async fn open_refuses_an_unknown_schema_version() {
         matches!(result, Err(StoreError::SchemaVersion { found: 99, .. })),
         "{result:?}"
     );
-}
-
-#[test]
-fn access_clock_is_strictly_increasing() {
-    let clock = crate::db::AccessClock::starting_after(u64::MAX - 10);
-    let first = clock.now();
-    assert!(first > u64::MAX - 10);
-    assert!(clock.now() > first);
 }
