@@ -183,7 +183,7 @@ pub async fn start(config: DaemonConfig, cancel: CancellationToken) -> Result<Ru
 }
 
 fn spawn_upload_server(tracker: &TaskTracker, cancel: &CancellationToken, listener: TcpListener, engine: &download::Engine, ip: IpAddr, vortex_port: u16) {
-    let service = upload::grpc::UploadService { engine: engine.clone(), tracker: tracker.clone(), ip, vortex_port };
+    let service = upload::grpc::UploadService { engine: engine.clone(), tracker: tracker.clone(), ip, vortex_port, cancel: cancel.clone() };
     let cancel = cancel.clone();
     tracker.spawn(async move {
         let (reporter, health) = tonic_health::server::health_reporter();
@@ -215,7 +215,7 @@ fn spawn_vortex_server(tracker: &TaskTracker, cancel: &CancellationToken, listen
 }
 
 fn spawn_local_server(tracker: &TaskTracker, cancel: &CancellationToken, listener: UnixListener, engine: &download::Engine, socket: PathBuf) {
-    let service = local::LocalService { engine: engine.clone(), tracker: tracker.clone() };
+    let service = local::LocalService { engine: engine.clone(), tracker: tracker.clone(), cancel: cancel.clone() };
     let cancel = cancel.clone();
     tracker.spawn(async move {
         let server = DfdaemonDownloadServer::new(service)

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use shoal_protocol::dfdaemon::dfdaemon_download_server::DfdaemonDownload;
 use shoal_protocol::{common, dfdaemon, ErrorCode};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
@@ -16,6 +17,7 @@ use crate::upload::grpc::{unserved, Unserved};
 pub(crate) struct LocalService {
     pub(crate) engine: Engine,
     pub(crate) tracker: TaskTracker,
+    pub(crate) cancel: CancellationToken,
 }
 
 #[tonic::async_trait]
@@ -40,7 +42,7 @@ impl DfdaemonDownload for LocalService {
             }
             None => None,
         };
-        Ok(Response::new(stream::download_task(&self.engine, &self.tracker, download, output)))
+        Ok(Response::new(stream::download_task(&self.engine, &self.tracker, download, output, &self.cancel)))
     }
 
     async fn stat_task(&self, request: Request<dfdaemon::StatTaskRequest>) -> Result<Response<common::Task>, Status> {

@@ -12,10 +12,11 @@ use shoal_protocol::dfdaemon::{DownloadPieceFinishedResponse, DownloadTaskRespon
 use shoal_storage::PieceRecord;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::Status;
 
-use crate::download::{DownloadEvent, DownloadRequest, Engine, PieceSource};
+use crate::download::{DownloadError, DownloadEvent, DownloadRequest, Engine, PieceSource};
 
 /// A boxed response stream.
 pub(crate) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -27,11 +28,13 @@ pub(crate) fn download_task(
     tracker: &TaskTracker,
     download: Download,
     output: Option<std::path::PathBuf>,
+    cancel: &CancellationToken,
 ) -> ResponseStream<DownloadTaskResponse> {
     let (responses, receiver) = mpsc::channel(128);
     let (events, mut event_receiver) = mpsc::channel(128);
     let engine = engine.clone();
     let host_id = engine.inner.host.host_id.to_string();
+    let cancel = cancel.clone();
     tracker.spawn(async move {
         let request = DownloadRequest { download, output };
         let download = engine.download(request, events);
@@ -40,6 +43,7 @@ pub(crate) fn download_task(
         let result = loop {
             tokio::select! {
                 biased;
+                _ = cancel.cancelled() => break Err(DownloadError::Cancelled),
                 Some(event) = event_receiver.recv() => {
                     let response = to_response(event, &host_id, &mut task_id);
                     let _ = responses.send(Ok(response)).await;

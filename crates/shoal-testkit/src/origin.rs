@@ -124,7 +124,9 @@ async fn serve(State(inner): State<Arc<Inner>>, Path(name): Path<String>, method
         }
         Behaviour::Chunked => {
             if method == Method::HEAD {
-                return Response::builder().status(200).body(Body::empty()).expect("valid response");
+                // A streamed body keeps the server from adding a Content-Length.
+                let empty = futures::stream::empty::<Result<Bytes, std::io::Error>>();
+                return Response::builder().status(200).body(Body::from_stream(empty)).expect("valid response");
             }
             return stream_response(&blob, 0, total, None, false, StatusCode::OK);
         }

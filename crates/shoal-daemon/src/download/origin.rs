@@ -35,7 +35,7 @@ pub(crate) enum PieceBody {
 pub enum OriginError {
     #[error("origin answered {status} for {url}")]
     Status { status: StatusCode, url: String },
-    #[error("request {url}")]
+    #[error("fetch from origin {url}")]
     Request {
         url: String,
         #[source]
@@ -107,7 +107,8 @@ impl Origin {
         let head = self.retry(|| self.send(reqwest::Method::HEAD, None)).await;
         match head {
             Ok(response) => {
-                if let Some(length) = content_length(response.headers()) {
+                // A zero length on HEAD is often a framework default; the GET below confirms it.
+                if let Some(length) = content_length(response.headers()).filter(|length| *length > 0) {
                     return Ok(OriginStat::Length(length));
                 }
             }

@@ -12,6 +12,7 @@ use shoal_protocol::{common, dfdaemon, ErrorCode};
 use shoal_types::{PieceNumber, TaskId};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
@@ -34,6 +35,7 @@ pub(crate) struct UploadService {
     /// Advertised IP and Vortex port, sent in every SyncPieces answer.
     pub(crate) ip: IpAddr,
     pub(crate) vortex_port: u16,
+    pub(crate) cancel: CancellationToken,
 }
 
 pub(crate) fn parse_task_id(task_id: &str) -> Result<TaskId, Status> {
@@ -102,7 +104,7 @@ impl DfdaemonUpload for UploadService {
             .download
             .ok_or_else(|| ErrorCode::InvalidArgument.status("download is missing"))?;
         tracing::info!(url = %download.url, "download triggered by a remote caller");
-        Ok(Response::new(stream::download_task(&self.engine, &self.tracker, download, None)))
+        Ok(Response::new(stream::download_task(&self.engine, &self.tracker, download, None, &self.cancel)))
     }
 
     async fn sync_pieces(
@@ -127,6 +129,7 @@ impl DfdaemonUpload for UploadService {
         let (sender, receiver) = mpsc::channel(64);
         let ip = self.ip.to_string();
         let vortex_port = i32::from(self.vortex_port);
+        let cancel = self.cancel.clone();
         self.tracker.spawn(async move {
             let mut changes = entry.subscribe();
             let mut unsent = interested;
@@ -157,6 +160,10 @@ impl DfdaemonUpload for UploadService {
                     TaskStatus::Running => {}
                 }
                 tokio::select! {
+                    _ = cancel.cancelled() => {
+                        let _ = sender.send(Err(ErrorCode::Unavailable.status("daemon is shutting down"))).await;
+                        return;
+                    }
                     changed = changes.changed() => if changed.is_err() { return },
                     _ = sender.closed() => return,
                 }

@@ -83,7 +83,12 @@ impl PieceServer {
             };
             match packet {
                 Packet::DownloadPiece { task_id, piece_number } => {
-                    self.serve_piece(&mut stream, &task_id, piece_number).await?;
+                    // Shutdown drops the connection even mid-piece; the child tries elsewhere.
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return Ok(()),
+                        served = self.serve_piece(&mut stream, &task_id, piece_number) => served?,
+                    }
                 }
                 Packet::Close => return Ok(()),
                 Packet::Unsupported { tag } => {
