@@ -285,3 +285,20 @@ mod tests {
         assert_eq!(config.storage.capacity, Some(10 * 1024 * 1024 * 1024));
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_with_the_documented_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/daemon.yaml");
+        let toml = DaemonToml::load(&path).unwrap();
+        let config = DaemonConfig::try_from(toml).unwrap();
+        let defaults = DaemonConfig::try_from(DaemonToml { schedulers: vec!["http://127.0.0.1:8002".into()], ..Default::default() }).unwrap();
+        assert_eq!(config.upload_addr, defaults.upload_addr);
+        assert_eq!(config.download.piece_timeout, defaults.download.piece_timeout);
+        assert_eq!(config.storage.ttl, defaults.storage.ttl);
+        assert_eq!(config.socket, defaults.socket);
+    }
+}
