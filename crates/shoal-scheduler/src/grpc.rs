@@ -97,8 +97,10 @@ impl SchedulerRpc for SchedulerService {
         result.map(Response::new).map_err(|err| status(&err))
     }
 
-    async fn list_hosts(&self, _request: Request<ListHostsRequest>) -> Unary<ListHostsResponse> {
-        Ok(Response::new(self.scheduler.list_hosts()))
+    async fn list_hosts(&self, request: Request<ListHostsRequest>) -> Unary<ListHostsResponse> {
+        Ok(Response::new(
+            self.scheduler.list_hosts(request.into_inner()),
+        ))
     }
 
     async fn delete_host(&self, request: Request<DeleteHostRequest>) -> Unary<()> {

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use shoal_protocol::scheduler::{
-    AnnounceHostRequest, DeleteHostRequest, DeletePeerRequest, DeleteTaskRequest,
+    AnnounceHostRequest, DeleteHostRequest, DeletePeerRequest, DeleteTaskRequest, ListHostsRequest,
     ListHostsResponse, StatPeerRequest, StatTaskRequest,
 };
 use shoal_protocol::{common, ErrorCode};
@@ -105,10 +105,10 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Every announced host.
-    pub(crate) fn list_hosts(&self) -> ListHostsResponse {
+    /// Every announced host, filtered by `type` when the request sets it.
+    pub(crate) fn list_hosts(&self, request: ListHostsRequest) -> ListHostsResponse {
         ListHostsResponse {
-            hosts: self.state.lock().list_hosts(),
+            hosts: self.state.lock().list_hosts(request.r#type),
         }
     }
 

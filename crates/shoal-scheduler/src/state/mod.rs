@@ -99,10 +99,11 @@ impl State {
         known || !peers.is_empty()
     }
 
-    /// Every announced host.
-    pub(crate) fn list_hosts(&self) -> Vec<common::Host> {
+    /// Every announced host, or those of type `host_type` when given.
+    pub(crate) fn list_hosts(&self, host_type: Option<u32>) -> Vec<common::Host> {
         self.hosts
             .values()
+            .filter(|record| host_type.is_none_or(|wanted| record.host.r#type == wanted))
             .map(|record| record.host.clone())
             .collect()
     }
