@@ -171,6 +171,7 @@ fn setup_scheduler(
             seed_trigger: config.seed_trigger,
         },
         schedule_wait: config.schedule_wait,
+        idle_timeout: config.host_ttl,
         tracker,
         cancel,
     }

@@ -25,6 +25,8 @@ pub(crate) struct Scheduler {
     pub(crate) policy: Policy,
     /// How long a child may wait for a parent before the fallback applies.
     pub(crate) schedule_wait: Duration,
+    /// An AnnouncePeer stream silent for this long (with no answer pending) is reclaimed.
+    pub(crate) idle_timeout: Duration,
     /// Tracks every spawned announce session and seed trigger.
     pub(crate) tracker: TaskTracker,
     /// Fires when the scheduler shuts down.

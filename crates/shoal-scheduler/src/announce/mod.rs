@@ -9,6 +9,8 @@
 //! session stops when the scheduler's cancellation token fires, answering `CANCELLED`.
 //!
 //! Answers are capped at [`MAX_RESPONSES`], the most an upstream client processes per stream.
+//! A stream that sends nothing for the idle timeout (the host TTL) while no answer is pending is
+//! reclaimed: live upstream clients report at least every piece timeout (360 s).
 
 mod schedule;
 
@@ -65,6 +67,8 @@ pub(crate) enum AnnounceError {
     },
     #[error("peer {0} was deleted while waiting for a parent")]
     PeerDeleted(PeerId),
+    #[error("peer sent nothing for {0:?}; stream reclaimed")]
+    Idle(std::time::Duration),
     #[error("scheduler is shutting down")]
     ShuttingDown,
 }
@@ -75,7 +79,7 @@ impl AnnounceError {
             Self::Invalid(err) => err.code(),
             Self::NotRegistered | Self::MissingDownload => ErrorCode::InvalidArgument,
             Self::Forbidden => ErrorCode::FailedPrecondition,
-            Self::NoParent { .. } => ErrorCode::Unavailable,
+            Self::NoParent { .. } | Self::Idle(_) => ErrorCode::Unavailable,
             Self::PeerDeleted(_) => ErrorCode::NotFound,
             Self::ShuttingDown => ErrorCode::Cancelled,
         }
@@ -157,17 +161,25 @@ async fn run<S>(
     S: Stream<Item = Result<AnnouncePeerRequest, Status>> + Unpin,
 {
     let cancel = session.scheduler.cancel.clone();
+    let idle_timeout = session.scheduler.idle_timeout;
     let mut pending: Option<PendingSchedule> = None;
+    let mut last_message = Instant::now();
     let end = loop {
         let (action, schedule_done) = tokio::select! {
             biased;
             () = cancel.cancelled() => (Action::End(SessionEnd::Failed(AnnounceError::ShuttingDown)), false),
+            () = tokio::time::sleep_until(last_message + idle_timeout), if pending.is_none() => {
+                (Action::End(SessionEnd::Failed(AnnounceError::Idle(idle_timeout))), false)
+            }
             outcome = next_outcome(&mut pending) => match outcome {
                 Ok(response) => (Action::Respond(response), true),
                 Err(err) => (Action::End(SessionEnd::Failed(err)), true),
             },
             message = inbound.next() => match message {
-                Some(Ok(request)) => (session.handle(request), false),
+                Some(Ok(request)) => {
+                    last_message = Instant::now();
+                    (session.handle(request), false)
+                }
                 Some(Err(status)) => (Action::End(SessionEnd::StreamError(status)), false),
                 None => (Action::End(SessionEnd::StreamClosed), false),
             },

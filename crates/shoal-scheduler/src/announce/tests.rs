@@ -24,6 +24,7 @@ fn scheduler(schedule_wait: Duration) -> Scheduler {
             seed_trigger: true,
         },
         schedule_wait,
+        idle_timeout: Duration::from_secs(900),
         tracker: TaskTracker::new(),
         cancel: CancellationToken::new(),
     }
@@ -269,4 +270,24 @@ async fn answers_stop_at_the_client_limit() {
         answers += 1;
     }
     assert_eq!(answers, MAX_RESPONSES);
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_streams_are_reclaimed() {
+    let scheduler = scheduler(Duration::from_secs(30));
+    let mut client = Client::open(&scheduler, "child", "host");
+    client.register(sized()).await;
+    assert!(is_back_to_source(&client.next().await));
+    let end = tokio::time::timeout(Duration::from_secs(3600), client.responses.next()).await;
+    let status = end
+        .expect("reclaimed within the idle timeout")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    let peer = scheduler
+        .state
+        .lock()
+        .peer_message(&PeerId::from_wire("child"))
+        .unwrap();
+    assert_eq!(peer.state, "Failed");
 }

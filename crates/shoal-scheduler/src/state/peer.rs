@@ -178,9 +178,10 @@ impl PeerRecord {
         was_empty && !self.pieces.is_empty()
     }
 
-    /// The fraction of the task held, for ranking; finished peers hold everything.
+    /// The fraction of the task held, for ranking; finished peers hold everything unless they
+    /// only downloaded a range.
     pub(crate) fn held_fraction(&self, task_piece_count: Option<u64>) -> f64 {
-        if self.state == PeerState::Succeeded {
+        if self.state == PeerState::Succeeded && self.registration.range.is_none() {
             return 1.0;
         }
         match self.registration.piece_count.or(task_piece_count) {
