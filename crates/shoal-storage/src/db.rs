@@ -11,12 +11,18 @@
 //! with a delete (and maybe a re-create) of the same task can never be recorded against a file
 //! that does not hold its bytes.
 //!
-//! Commits use redb's default `Immediate` durability (fsync before `commit` returns), except the
-//! GC removal, which is made visible without fsync and made durable right after (see
+//! Durability: task creation, finishing and removal commit with redb's `Immediate` durability
+//! (fsync before `commit` returns). Piece records and access times are *relaxed*: they commit
+//! with `Durability::None` (visible at once, not fsynced) and every
+//! [`RELAXED_COMMITS_PER_SYNC`]th of them, like every immediate commit and redb's own commit on
+//! close, makes all earlier ones durable. A killed process therefore loses at most the last few
+//! piece records, whose bytes are simply fetched again; it never keeps a record without bytes.
+//! GC removal is relaxed too and followed by an empty immediate commit (see
 //! [`Metadata::remove_unchanged`]). All functions block and run on blocking threads.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -31,6 +37,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 const NEXT_GENERATION_KEY: &str = "next_generation";
+/// One relaxed commit in this many is made durable. Bounds both what a kill can lose and how far
+/// redb's file grows, since redb frees pages only on durable commits.
+pub(crate) const RELAXED_COMMITS_PER_SYNC: u32 = 32;
 /// Bump on any change to the tables or to [`TaskRow`]'s encoding.
 pub(crate) const SCHEMA_VERSION: u64 = 1;
 
@@ -38,6 +47,7 @@ pub(crate) const SCHEMA_VERSION: u64 = 1;
 #[derive(Debug)]
 pub(crate) struct Metadata {
     db: Database,
+    relaxed_commits: AtomicU32,
 }
 
 /// What the `tasks` table stores for one task. Times are nanoseconds since the unix epoch.
@@ -179,7 +189,10 @@ impl Metadata {
     /// Opens or creates the database and checks its schema version.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path).map_err(StoreError::database)?;
-        let metadata = Self { db };
+        let metadata = Self {
+            db,
+            relaxed_commits: AtomicU32::new(0),
+        };
         metadata.write(|txn| {
             txn.open_table(TASKS).map_err(StoreError::database)?;
             txn.open_table(PIECES).map_err(StoreError::database)?;
@@ -212,6 +225,20 @@ impl Metadata {
         operation: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.write_with(Durability::Immediate, operation)
+    }
+
+    /// Like [`Self::write`] for changes a kill may lose (see the module docs).
+    fn write_relaxed<T>(
+        &self,
+        operation: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let count = self.relaxed_commits.fetch_add(1, Ordering::Relaxed);
+        let durability = if count % RELAXED_COMMITS_PER_SYNC == RELAXED_COMMITS_PER_SYNC - 1 {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        self.write_with(durability, operation)
     }
 
     fn write_with<T>(
@@ -309,7 +336,7 @@ impl Metadata {
         task_id: &TaskId,
         now: u64,
     ) -> Result<Option<TaskState>, StoreError> {
-        self.write(|txn| {
+        self.write_relaxed(|txn| {
             let Some(mut row) = row_in(txn, task_id)? else {
                 return Ok(None);
             };
@@ -327,7 +354,7 @@ impl Metadata {
         record: &PieceRecord,
         now: u64,
     ) -> Result<(), StoreError> {
-        self.write(|txn| {
+        self.write_relaxed(|txn| {
             let mut row = match row_in(txn, task_id)? {
                 Some(row) if row.generation == generation => row,
                 _ => return Err(StoreError::TaskNotFound(task_id.clone())),

@@ -8,14 +8,16 @@
 //! # Layout on disk
 //!
 //! ```text
-//! <dir>/metadata.redb      task rows and piece rows (redb, fsync on commit)
+//! <dir>/metadata.redb      task rows and piece rows (redb)
 //! <dir>/content/<task_id>  sparse file of the task's content length, pieces at their offsets
 //! ```
 //!
 //! # Guarantees
 //!
 //! - A piece is recorded only after its bytes are in the content file, so a killed process never
-//!   leaves a recorded piece without its bytes. Reads check the bytes against the recorded
+//!   leaves a recorded piece without its bytes. Piece records are fsynced in batches: a kill may
+//!   forget the last few, which are then fetched again. Task creation, finishing and deletion
+//!   are durable when their call returns. Reads check the bytes against the recorded
 //!   digest; a mismatch (a write lost in a power cut) drops the record and returns
 //!   [`StoreError::PieceCorrupt`], so the piece is fetched again.
 //! - [`Store::finish_task`] fsyncs the content file before it durably marks the task finished.

@@ -248,3 +248,38 @@ async fn open_refuses_an_unknown_schema_version() {
         "{result:?}"
     );
 }
+
+/// Copies a live store as a killed process would leave it: the database first, so the content
+/// files copied after it are at least as new as what it records.
+fn snapshot(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::copy(from.join("metadata.redb"), to.join("metadata.redb")).unwrap();
+    std::fs::create_dir(to.join("content")).unwrap();
+    for entry in std::fs::read_dir(from.join("content")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join("content").join(entry.file_name())).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_killed_process_keeps_durable_state_and_no_record_without_bytes() {
+    let (live, killed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = Disk.open(live.path(), None, HOUR).await;
+    let (done, partial) = (task("done"), task("partial"));
+    store.prepare_task(&done, layout(PIECE)).await.unwrap();
+    write_pieces(&store, &done, &source(PIECE), layout(PIECE), [0]).await;
+    store.finish_task(&done).await.unwrap();
+    let (partial_layout, partial_source) = (layout(40 * PIECE), source(40 * PIECE));
+    store.prepare_task(&partial, partial_layout).await.unwrap();
+    write_pieces(&store, &partial, &partial_source, partial_layout, 0..40).await;
+    snapshot(live.path(), killed.path());
+
+    let store = Disk.open(killed.path(), None, HOUR).await;
+    assert!(store.task(&done).await.unwrap().unwrap().finished);
+    let state = store.prepare_task(&partial, partial_layout).await.unwrap();
+    assert!(state.pieces.len() >= crate::db::RELAXED_COMMITS_PER_SYNC as usize - 1);
+    for number in state.pieces.keys() {
+        let (_, bytes) = store.read_piece(&partial, *number).await.unwrap();
+        let expected = crate::conformance::piece_of(&partial_source, partial_layout, *number);
+        assert_eq!(bytes, expected);
+    }
+}
