@@ -10,8 +10,8 @@
 //! - a piece's bytes are written before its row is committed, so no row lacks its bytes after
 //!   a process kill; after a power cut the digest check in [`DiskStore::read_piece`] catches
 //!   any lost write, and a task's file is fsynced before it is marked finished;
-//! - a content file is created before its task row and unlinked after it; the open-time sweep
-//!   removes files left without a row, and rows left without an intact file.
+//! - a content file is created before its task row and unlinked after the row is removed; the
+//!   open-time sweep removes files left without a row, and rows left without an intact file.
 
 use std::collections::HashSet;
 use std::path::Path;
