@@ -74,19 +74,33 @@ impl GetOptions {
     fn download(&self, output: &Path) -> Result<Download, GetError> {
         let mut request_header = HashMap::new();
         for header in &self.headers {
-            let (name, value) = header.split_once(':').ok_or_else(|| GetError::Header(header.clone()))?;
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| GetError::Header(header.clone()))?;
             let name = name.trim();
-            if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+            if name.is_empty()
+                || name
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
                 return Err(GetError::Header(header.clone()));
             }
             request_header.insert(name.to_string(), value.trim().to_string());
         }
         let digest = match &self.digest {
-            Some(digest) => Some(digest.parse::<ContentDigest>().map_err(GetError::Digest)?.to_string()),
+            Some(digest) => Some(
+                digest
+                    .parse::<ContentDigest>()
+                    .map_err(GetError::Digest)?
+                    .to_string(),
+            ),
             None => None,
         };
         let filtered_query_params = if self.filtered_query_params.is_empty() {
-            DEFAULT_FILTERED_QUERY_PARAMS.iter().map(|name| name.to_string()).collect()
+            DEFAULT_FILTERED_QUERY_PARAMS
+                .iter()
+                .map(|name| name.to_string())
+                .collect()
         } else {
             self.filtered_query_params.clone()
         };
@@ -112,16 +126,25 @@ pub async fn get(options: &GetOptions) -> Result<GetSummary, GetError> {
     let download = options.download(&output)?;
     let channel = shoal_client::channel::connect_unix(&options.socket)
         .await
-        .map_err(|source| GetError::NoDaemon { socket: options.socket.clone(), source })?;
+        .map_err(|source| GetError::NoDaemon {
+            socket: options.socket.clone(),
+            source,
+        })?;
     let mut client = DfdaemonDownloadClient::new(channel)
         .max_decoding_message_size(shoal_protocol::MAX_GRPC_MESSAGE_BYTES);
     let mut stream = client
-        .download_task(DownloadTaskRequest { download: Some(download) })
+        .download_task(DownloadTaskRequest {
+            download: Some(download),
+        })
         .await
         .map_err(GetError::Daemon)?
         .into_inner();
     let show = !options.no_progress && std::io::stderr().is_terminal();
-    let bar = if show { ProgressBar::new(0) } else { ProgressBar::hidden() };
+    let bar = if show {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {bytes_per_sec} eta {eta}")
             .expect("the progress template is valid"),
@@ -146,11 +169,18 @@ pub async fn get(options: &GetOptions) -> Result<GetSummary, GetError> {
                 }
             }
             Some(TaskResponse::DownloadPieceFinishedResponse(finished)) => {
-                let Some(piece) = finished.piece else { continue };
-                match piece.traffic_type.and_then(|value| TrafficType::try_from(value).ok()) {
+                let Some(piece) = finished.piece else {
+                    continue;
+                };
+                match piece
+                    .traffic_type
+                    .and_then(|value| TrafficType::try_from(value).ok())
+                {
                     Some(TrafficType::RemotePeer) => {
                         summary.from_parents += piece.length;
-                        if let Some(parent) = piece.parent_id.filter(|id| !summary.parents.contains(id)) {
+                        if let Some(parent) =
+                            piece.parent_id.filter(|id| !summary.parents.contains(id))
+                        {
                             summary.parents.push(parent);
                         }
                     }
@@ -173,12 +203,17 @@ fn absolute_output(output: &Path) -> Result<PathBuf, GetError> {
     let output = if output.is_absolute() {
         output.to_path_buf()
     } else {
-        std::env::current_dir().map_err(GetError::CurrentDir)?.join(output)
+        std::env::current_dir()
+            .map_err(GetError::CurrentDir)?
+            .join(output)
     };
     if output.is_dir() {
         return Err(GetError::OutputIsDir(output));
     }
-    let parent = output.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let parent = output
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
     if !parent.is_dir() {
         return Err(GetError::OutputDir(parent));
     }
@@ -205,23 +240,50 @@ mod tests {
 
     #[test]
     fn headers_are_validated() {
-        let options = GetOptions { url: "http://o/x".into(), headers: vec!["nocolon".into()], ..Default::default() };
-        assert!(matches!(options.download(Path::new("/tmp/x")), Err(GetError::Header(_))));
-        let options = GetOptions { url: "http://o/x".into(), headers: vec!["A: b: c".into()], ..Default::default() };
+        let options = GetOptions {
+            url: "http://o/x".into(),
+            headers: vec!["nocolon".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            options.download(Path::new("/tmp/x")),
+            Err(GetError::Header(_))
+        ));
+        let options = GetOptions {
+            url: "http://o/x".into(),
+            headers: vec!["A: b: c".into()],
+            ..Default::default()
+        };
         let download = options.download(Path::new("/tmp/x")).unwrap();
-        assert_eq!(download.request_header.get("A").map(String::as_str), Some("b: c"));
+        assert_eq!(
+            download.request_header.get("A").map(String::as_str),
+            Some("b: c")
+        );
     }
 
     #[test]
     fn default_filters_apply() {
-        let options = GetOptions { url: "http://o/x".into(), ..Default::default() };
+        let options = GetOptions {
+            url: "http://o/x".into(),
+            ..Default::default()
+        };
         let download = options.download(Path::new("/tmp/x")).unwrap();
-        assert!(download.filtered_query_params.iter().any(|name| name == "X-Amz-Signature"));
+        assert!(download
+            .filtered_query_params
+            .iter()
+            .any(|name| name == "X-Amz-Signature"));
     }
 
     #[test]
     fn bad_digest_is_refused() {
-        let options = GetOptions { url: "http://o/x".into(), digest: Some("sha256:xyz".into()), ..Default::default() };
-        assert!(matches!(options.download(Path::new("/tmp/x")), Err(GetError::Digest(_))));
+        let options = GetOptions {
+            url: "http://o/x".into(),
+            digest: Some("sha256:xyz".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            options.download(Path::new("/tmp/x")),
+            Err(GetError::Digest(_))
+        ));
     }
 }

@@ -35,12 +35,18 @@ pub async fn connect(url: &str) -> Result<Channel, ChannelError> {
     endpoint(url)?
         .connect()
         .await
-        .map_err(|source| ChannelError::Connect { endpoint: url.to_string(), source })
+        .map_err(|source| ChannelError::Connect {
+            endpoint: url.to_string(),
+            source,
+        })
 }
 
 fn endpoint(url: &str) -> Result<Endpoint, ChannelError> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|source| ChannelError::InvalidEndpoint { endpoint: url.to_string(), source })?;
+    let endpoint =
+        Endpoint::from_shared(url.to_string()).map_err(|source| ChannelError::InvalidEndpoint {
+            endpoint: url.to_string(),
+            source,
+        })?;
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -63,5 +69,8 @@ pub async fn connect_unix(path: &Path) -> Result<Channel, ChannelError> {
             }
         }))
         .await
-        .map_err(|source| ChannelError::Connect { endpoint: display, source })
+        .map_err(|source| ChannelError::Connect {
+            endpoint: display,
+            source,
+        })
 }

@@ -50,15 +50,37 @@ pub enum FetchPieceError {
     #[error("parent {addr} timed out")]
     Timeout { addr: SocketAddr },
     #[error("parent {addr} does not have piece {piece}: {message}")]
-    NotFound { addr: SocketAddr, piece: u32, message: String },
+    NotFound {
+        addr: SocketAddr,
+        piece: u32,
+        message: String,
+    },
     #[error("parent {addr} refused piece {piece}: {message}")]
-    Refused { addr: SocketAddr, piece: u32, message: String },
+    Refused {
+        addr: SocketAddr,
+        piece: u32,
+        message: String,
+    },
     #[error("parent {addr} sent piece {got} with {length} bytes, expected piece {piece} with {expected}")]
-    WrongPiece { addr: SocketAddr, piece: u32, got: u32, length: u64, expected: u64 },
+    WrongPiece {
+        addr: SocketAddr,
+        piece: u32,
+        got: u32,
+        length: u64,
+        expected: u64,
+    },
     #[error("parent {addr} sent piece {piece} without a usable digest ({digest:?})")]
-    MissingDigest { addr: SocketAddr, piece: u32, digest: String },
+    MissingDigest {
+        addr: SocketAddr,
+        piece: u32,
+        digest: String,
+    },
     #[error("piece {piece} from parent {addr} does not match its digest {expected}")]
-    DigestMismatch { addr: SocketAddr, piece: u32, expected: String },
+    DigestMismatch {
+        addr: SocketAddr,
+        piece: u32,
+        expected: String,
+    },
     #[error("parent {addr} answered with an unexpected packet")]
     Protocol { addr: SocketAddr },
 }
@@ -107,12 +129,18 @@ impl PieceClient {
     }
 
     fn take_idle(&self, addr: SocketAddr) -> Option<TcpStream> {
-        let mut idle = self.idle.lock().expect("pool lock is never poisoned: no panics inside");
+        let mut idle = self
+            .idle
+            .lock()
+            .expect("pool lock is never poisoned: no panics inside");
         idle.get_mut(&addr).and_then(Vec::pop)
     }
 
     fn put_idle(&self, addr: SocketAddr, stream: TcpStream) {
-        let mut idle = self.idle.lock().expect("pool lock is never poisoned: no panics inside");
+        let mut idle = self
+            .idle
+            .lock()
+            .expect("pool lock is never poisoned: no panics inside");
         let entry = idle.entry(addr).or_default();
         if entry.len() < MAX_IDLE_PER_PARENT {
             entry.push(stream);
@@ -121,7 +149,10 @@ impl PieceClient {
 
     /// Drops every pooled connection to `addr` (after the parent failed).
     pub fn forget(&self, addr: SocketAddr) {
-        let mut idle = self.idle.lock().expect("pool lock is never poisoned: no panics inside");
+        let mut idle = self
+            .idle
+            .lock()
+            .expect("pool lock is never poisoned: no panics inside");
         idle.remove(&addr);
     }
 }
@@ -133,7 +164,9 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Fetch
         Ok(Err(source)) => return Err(FetchPieceError::Unreachable { addr, source }),
         Err(_) => return Err(FetchPieceError::Timeout { addr }),
     };
-    stream.set_nodelay(true).map_err(|source| FetchPieceError::Unreachable { addr, source })?;
+    stream
+        .set_nodelay(true)
+        .map_err(|source| FetchPieceError::Unreachable { addr, source })?;
     Ok(stream)
 }
 
@@ -151,14 +184,27 @@ async fn exchange(
     expected_length: u64,
 ) -> Result<Unverified, FetchPieceError> {
     let transfer = |source| FetchPieceError::Transfer { addr, source };
-    vortex::write_download_piece(stream, task_id.as_str(), piece).await.map_err(transfer)?;
+    vortex::write_download_piece(stream, task_id.as_str(), piece)
+        .await
+        .map_err(transfer)?;
     let info = match vortex::read_packet(stream).await.map_err(transfer)? {
         Packet::PieceContent(info) => info,
-        Packet::Error { code: vortex::ErrorCode::NotFound, message } => {
-            return Err(FetchPieceError::NotFound { addr, piece, message });
+        Packet::Error {
+            code: vortex::ErrorCode::NotFound,
+            message,
+        } => {
+            return Err(FetchPieceError::NotFound {
+                addr,
+                piece,
+                message,
+            });
         }
         Packet::Error { message, .. } => {
-            return Err(FetchPieceError::Refused { addr, piece, message });
+            return Err(FetchPieceError::Refused {
+                addr,
+                piece,
+                message,
+            });
         }
         _ => return Err(FetchPieceError::Protocol { addr }),
     };
@@ -177,19 +223,38 @@ async fn exchange(
         .read_exact(&mut content)
         .await
         .map_err(|source| transfer(VortexError::Io(source)))?;
-    Ok(Unverified { info, content: content.freeze(), piece })
+    Ok(Unverified {
+        info,
+        content: content.freeze(),
+        piece,
+    })
 }
 
 fn verify(addr: SocketAddr, received: Unverified) -> Result<ReceivedPiece, FetchPieceError> {
-    let Unverified { info, content, piece } = received;
-    let expected: PieceDigest = info.digest.parse().map_err(|_| FetchPieceError::MissingDigest {
-        addr,
+    let Unverified {
+        info,
+        content,
         piece,
-        digest: info.digest.clone(),
-    })?;
+    } = received;
+    let expected: PieceDigest =
+        info.digest
+            .parse()
+            .map_err(|_| FetchPieceError::MissingDigest {
+                addr,
+                piece,
+                digest: info.digest.clone(),
+            })?;
     let actual = PieceDigest::from_crc(crc32fast::hash(&content));
     if actual != expected {
-        return Err(FetchPieceError::DigestMismatch { addr, piece, expected: info.digest });
+        return Err(FetchPieceError::DigestMismatch {
+            addr,
+            piece,
+            expected: info.digest,
+        });
     }
-    Ok(ReceivedPiece { info, digest: actual, content })
+    Ok(ReceivedPiece {
+        info,
+        digest: actual,
+        content,
+    })
 }

@@ -36,7 +36,10 @@ impl Announcer {
                 location: self.location.clone(),
                 ..Default::default()
             }),
-            build: Some(Build { git_version: env!("CARGO_PKG_VERSION").to_string(), ..Default::default() }),
+            build: Some(Build {
+                git_version: env!("CARGO_PKG_VERSION").to_string(),
+                ..Default::default()
+            }),
             name: self.host.hostname.clone(),
             ..Default::default()
         }
@@ -50,9 +53,16 @@ impl Announcer {
         };
         let mut accepted = 0;
         for (url, mut client) in self.schedulers.all() {
-            match tokio::time::timeout(Duration::from_secs(10), client.announce_host(request.clone())).await {
+            match tokio::time::timeout(
+                Duration::from_secs(10),
+                client.announce_host(request.clone()),
+            )
+            .await
+            {
                 Ok(Ok(_)) => accepted += 1,
-                Ok(Err(status)) => tracing::warn!(%url, code = ?status.code(), message = status.message(), "failed to announce host"),
+                Ok(Err(status)) => {
+                    tracing::warn!(%url, code = ?status.code(), message = status.message(), "failed to announce host")
+                }
                 Err(_) => tracing::warn!(%url, "failed to announce host: timed out"),
             }
         }
@@ -70,9 +80,14 @@ impl Announcer {
                 _ = ticker.tick() => { self.announce_once().await; }
             }
         }
-        let request = DeleteHostRequest { host_id: self.host.host_id.to_string() };
+        let request = DeleteHostRequest {
+            host_id: self.host.host_id.to_string(),
+        };
         for (url, mut client) in self.schedulers.all() {
-            if let Err(err) = tokio::time::timeout(Duration::from_secs(2), client.delete_host(request.clone())).await {
+            if let Err(err) =
+                tokio::time::timeout(Duration::from_secs(2), client.delete_host(request.clone()))
+                    .await
+            {
                 tracing::debug!(%url, error = %err, "delete host timed out");
             }
         }

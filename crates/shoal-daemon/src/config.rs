@@ -170,9 +170,14 @@ pub const DEFAULT_SOCKET: &str = "/var/run/shoal/daemon.sock";
 impl DaemonToml {
     /// Reads and parses a YAML config file; unknown keys are errors.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Self::parse(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Parses YAML text; unknown keys are errors.
@@ -193,23 +198,48 @@ impl TryFrom<DaemonToml> for DaemonConfig {
         }
         let mut schedulers = Vec::new();
         for url in toml.schedulers {
-            let url = if url.contains("://") { url } else { format!("http://{url}") };
-            url::Url::parse(&url)
-                .map_err(|source| ConfigError::SchedulerUrl { url: url.clone(), source })?;
+            let url = if url.contains("://") {
+                url
+            } else {
+                format!("http://{url}")
+            };
+            url::Url::parse(&url).map_err(|source| ConfigError::SchedulerUrl {
+                url: url.clone(),
+                source,
+            })?;
             schedulers.push(url);
         }
         let ip = toml.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let hostname = toml.hostname.unwrap_or_else(local_hostname);
         let download = DownloadConfig {
-            concurrent_pieces: positive(toml.download.concurrent_pieces.unwrap_or(8), "download.concurrentPieces")?,
-            piece_timeout: toml.download.piece_timeout.unwrap_or(Duration::from_secs(30)),
-            stall_timeout: toml.download.stall_timeout.unwrap_or(Duration::from_secs(20)),
+            concurrent_pieces: positive(
+                toml.download.concurrent_pieces.unwrap_or(8),
+                "download.concurrentPieces",
+            )?,
+            piece_timeout: toml
+                .download
+                .piece_timeout
+                .unwrap_or(Duration::from_secs(30)),
+            stall_timeout: toml
+                .download
+                .stall_timeout
+                .unwrap_or(Duration::from_secs(20)),
             origin_retries: toml.download.origin_retries.unwrap_or(4).max(1),
         };
         let upload = UploadConfig {
-            concurrent_pieces: positive(toml.upload.concurrent_pieces.unwrap_or(64), "upload.concurrentPieces")?,
-            rate_limit: toml.upload.rate_limit.map(|size| size.as_u64()).filter(|rate| *rate > 0),
-            announce_interval: toml.upload.announce_interval.unwrap_or(Duration::from_secs(30)),
+            concurrent_pieces: positive(
+                toml.upload.concurrent_pieces.unwrap_or(64),
+                "upload.concurrentPieces",
+            )?,
+            rate_limit: toml
+                .upload
+                .rate_limit
+                .map(|size| size.as_u64())
+                .filter(|rate| *rate > 0),
+            announce_interval: toml
+                .upload
+                .announce_interval
+                .unwrap_or(Duration::from_secs(30)),
         };
         let storage = StorageConfig {
             capacity: toml.storage.capacity.map(|size| size.as_u64()),
@@ -217,7 +247,9 @@ impl TryFrom<DaemonToml> for DaemonConfig {
             gc_interval: toml.storage.gc_interval.unwrap_or(Duration::from_secs(60)),
         };
         Ok(Self {
-            data_dir: toml.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/shoal/daemon")),
+            data_dir: toml
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/shoal/daemon")),
             schedulers,
             seed: toml.seed.unwrap_or(false),
             ip,
@@ -292,12 +324,20 @@ mod example_file {
 
     #[test]
     fn example_config_parses_with_the_documented_defaults() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/daemon.yaml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/daemon.yaml");
         let toml = DaemonToml::load(&path).unwrap();
         let config = DaemonConfig::try_from(toml).unwrap();
-        let defaults = DaemonConfig::try_from(DaemonToml { schedulers: vec!["http://127.0.0.1:8002".into()], ..Default::default() }).unwrap();
+        let defaults = DaemonConfig::try_from(DaemonToml {
+            schedulers: vec!["http://127.0.0.1:8002".into()],
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(config.upload_addr, defaults.upload_addr);
-        assert_eq!(config.download.piece_timeout, defaults.download.piece_timeout);
+        assert_eq!(
+            config.download.piece_timeout,
+            defaults.download.piece_timeout
+        );
         assert_eq!(config.storage.ttl, defaults.storage.ttl);
         assert_eq!(config.socket, defaults.socket);
     }

@@ -111,11 +111,21 @@ pub async fn run(config: DaemonConfig, cancel: CancellationToken) -> Result<(), 
 }
 
 /// Binds every server and starts the daemon's work; returns once it is serving.
-pub async fn start(config: DaemonConfig, cancel: CancellationToken) -> Result<RunningDaemon, DaemonError> {
+pub async fn start(
+    config: DaemonConfig,
+    cancel: CancellationToken,
+) -> Result<RunningDaemon, DaemonError> {
     let store_dir = config.data_dir.join("store");
-    let store = Store::open(StoreConfig { dir: store_dir.clone(), capacity: config.storage.capacity, ttl: config.storage.ttl })
-        .await
-        .map_err(|source| DaemonError::Store { dir: store_dir, source })?;
+    let store = Store::open(StoreConfig {
+        dir: store_dir.clone(),
+        capacity: config.storage.capacity,
+        ttl: config.storage.ttl,
+    })
+    .await
+    .map_err(|source| DaemonError::Store {
+        dir: store_dir,
+        source,
+    })?;
     let upload_listener = bind(config.upload_addr, "upload gRPC server").await?;
     let vortex_listener = bind(config.vortex_addr, "vortex piece server").await?;
     let metrics_listener = match config.metrics_addr {
@@ -133,7 +143,8 @@ pub async fn start(config: DaemonConfig, cancel: CancellationToken) -> Result<Ru
         hostname: config.hostname.clone(),
         seed: config.seed,
     };
-    let schedulers = scheduler::Schedulers::new(&config.schedulers).map_err(DaemonError::Scheduler)?;
+    let schedulers =
+        scheduler::Schedulers::new(&config.schedulers).map_err(DaemonError::Scheduler)?;
     let metrics = Metrics::new();
     let tasks = tasks::Tasks::new(store.clone());
     let http = reqwest::Client::builder()
@@ -152,9 +163,29 @@ pub async fn start(config: DaemonConfig, cancel: CancellationToken) -> Result<Ru
     });
     let tracker = TaskTracker::new();
 
-    spawn_upload_server(&tracker, &cancel, upload_listener, &engine, config.ip, vortex_addr.port());
-    spawn_vortex_server(&tracker, &cancel, vortex_listener, &tasks, &metrics, &config);
-    spawn_local_server(&tracker, &cancel, unix_listener, &engine, config.socket.clone());
+    spawn_upload_server(
+        &tracker,
+        &cancel,
+        upload_listener,
+        &engine,
+        config.ip,
+        vortex_addr.port(),
+    );
+    spawn_vortex_server(
+        &tracker,
+        &cancel,
+        vortex_listener,
+        &tasks,
+        &metrics,
+        &config,
+    );
+    spawn_local_server(
+        &tracker,
+        &cancel,
+        unix_listener,
+        &engine,
+        config.socket.clone(),
+    );
     if let Some(listener) = metrics_listener {
         let metrics = metrics.clone();
         let cancel = cancel.clone();
@@ -174,21 +205,48 @@ pub async fn start(config: DaemonConfig, cancel: CancellationToken) -> Result<Ru
     };
     // Announce before serving downloads so the scheduler can offer us as a parent at once.
     if announcer.announce_once().await == 0 {
-        tracing::warn!("no scheduler accepted the host announcement yet; retrying in the background");
+        tracing::warn!(
+            "no scheduler accepted the host announcement yet; retrying in the background"
+        );
     }
     tracker.spawn(announcer.run(cancel.clone()));
     spawn_gc(&tracker, &cancel, store.clone(), config.storage.gc_interval);
     tracing::info!(host_id = %host.host_id, %upload_addr, %vortex_addr, socket = %config.socket.display(), seed = config.seed, "daemon started");
-    Ok(RunningDaemon { upload_addr, vortex_addr, metrics_addr, socket: config.socket, metrics, tracker, store })
+    Ok(RunningDaemon {
+        upload_addr,
+        vortex_addr,
+        metrics_addr,
+        socket: config.socket,
+        metrics,
+        tracker,
+        store,
+    })
 }
 
-fn spawn_upload_server(tracker: &TaskTracker, cancel: &CancellationToken, listener: TcpListener, engine: &download::Engine, ip: IpAddr, vortex_port: u16) {
-    let service = upload::grpc::UploadService { engine: engine.clone(), tracker: tracker.clone(), ip, vortex_port, cancel: cancel.clone() };
+fn spawn_upload_server(
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+    listener: TcpListener,
+    engine: &download::Engine,
+    ip: IpAddr,
+    vortex_port: u16,
+) {
+    let service = upload::grpc::UploadService {
+        engine: engine.clone(),
+        tracker: tracker.clone(),
+        ip,
+        vortex_port,
+        cancel: cancel.clone(),
+    };
     let cancel = cancel.clone();
     tracker.spawn(async move {
         let (reporter, health) = tonic_health::server::health_reporter();
-        reporter.set_serving::<DfdaemonUploadServer<upload::grpc::UploadService>>().await;
-        reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        reporter
+            .set_serving::<DfdaemonUploadServer<upload::grpc::UploadService>>()
+            .await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
         let server = DfdaemonUploadServer::new(service)
             .max_decoding_message_size(shoal_protocol::MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(shoal_protocol::MAX_GRPC_MESSAGE_BYTES);
@@ -196,7 +254,10 @@ fn spawn_upload_server(tracker: &TaskTracker, cancel: &CancellationToken, listen
             .tcp_nodelay(true)
             .add_service(health)
             .add_service(server)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled_owned())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                cancel.cancelled_owned(),
+            )
             .await;
         if let Err(err) = result {
             tracing::error!(error = %err, "upload gRPC server failed");
@@ -204,18 +265,38 @@ fn spawn_upload_server(tracker: &TaskTracker, cancel: &CancellationToken, listen
     });
 }
 
-fn spawn_vortex_server(tracker: &TaskTracker, cancel: &CancellationToken, listener: TcpListener, tasks: &tasks::Tasks, metrics: &Metrics, config: &DaemonConfig) {
+fn spawn_vortex_server(
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+    listener: TcpListener,
+    tasks: &tasks::Tasks,
+    metrics: &Metrics,
+    config: &DaemonConfig,
+) {
     let server = upload::vortex::PieceServer {
         tasks: tasks.clone(),
         metrics: metrics.clone(),
         slots: Arc::new(Semaphore::new(config.upload.concurrent_pieces)),
-        rate: config.upload.rate_limit.map(|rate| Arc::new(upload::limit::RateLimiter::new(rate))),
+        rate: config
+            .upload
+            .rate_limit
+            .map(|rate| Arc::new(upload::limit::RateLimiter::new(rate))),
     };
     tracker.spawn(server.serve(listener, cancel.clone(), tracker.clone()));
 }
 
-fn spawn_local_server(tracker: &TaskTracker, cancel: &CancellationToken, listener: UnixListener, engine: &download::Engine, socket: PathBuf) {
-    let service = local::LocalService { engine: engine.clone(), tracker: tracker.clone(), cancel: cancel.clone() };
+fn spawn_local_server(
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+    listener: UnixListener,
+    engine: &download::Engine,
+    socket: PathBuf,
+) {
+    let service = local::LocalService {
+        engine: engine.clone(),
+        tracker: tracker.clone(),
+        cancel: cancel.clone(),
+    };
     let cancel = cancel.clone();
     tracker.spawn(async move {
         let server = DfdaemonDownloadServer::new(service)
@@ -223,7 +304,10 @@ fn spawn_local_server(tracker: &TaskTracker, cancel: &CancellationToken, listene
             .max_encoding_message_size(shoal_protocol::MAX_GRPC_MESSAGE_BYTES);
         let result = tonic::transport::Server::builder()
             .add_service(server)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), cancel.cancelled_owned())
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(listener),
+                cancel.cancelled_owned(),
+            )
             .await;
         if let Err(err) = result {
             tracing::error!(error = %err, "local download server failed");
@@ -254,16 +338,30 @@ fn spawn_gc(tracker: &TaskTracker, cancel: &CancellationToken, store: Store, int
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, DaemonError> {
-    TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { what, addr: addr.to_string(), source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, DaemonError> {
-    listener.local_addr().map_err(|source| DaemonError::Bind { what: "listener", addr: "?".into(), source })
+    listener.local_addr().map_err(|source| DaemonError::Bind {
+        what: "listener",
+        addr: "?".into(),
+        source,
+    })
 }
 
 /// Binds the unix socket, replacing a stale file left by a daemon that died, never a live one.
 async fn bind_unix(path: &Path) -> Result<UnixListener, DaemonError> {
-    let error = |source| DaemonError::Bind { what: "local API socket", addr: path.display().to_string(), source };
+    let error = |source| DaemonError::Bind {
+        what: "local API socket",
+        addr: path.display().to_string(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(error)?;
     }

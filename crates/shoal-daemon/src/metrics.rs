@@ -75,15 +75,35 @@ impl Metrics {
         let upload_bytes = Counter::default();
         let upload_pieces = Counter::default();
         let tasks = Family::<StateLabels, Counter>::default();
-        registry.register("download_bytes", "Bytes downloaded, by source", download_bytes.clone());
-        registry.register("upload_bytes", "Piece bytes sent to children", upload_bytes.clone());
-        registry.register("upload_pieces", "Pieces sent to children", upload_pieces.clone());
+        registry.register(
+            "download_bytes",
+            "Bytes downloaded, by source",
+            download_bytes.clone(),
+        );
+        registry.register(
+            "upload_bytes",
+            "Piece bytes sent to children",
+            upload_bytes.clone(),
+        );
+        registry.register(
+            "upload_pieces",
+            "Pieces sent to children",
+            upload_pieces.clone(),
+        );
         registry.register("tasks", "Downloads finished, by final state", tasks.clone());
-        Self { registry: Arc::new(registry), download_bytes, upload_bytes, upload_pieces, tasks }
+        Self {
+            registry: Arc::new(registry),
+            download_bytes,
+            upload_bytes,
+            upload_pieces,
+            tasks,
+        }
     }
 
     pub(crate) fn downloaded(&self, source: Source, bytes: u64) {
-        self.download_bytes.get_or_create(&SourceLabels { source }).inc_by(bytes);
+        self.download_bytes
+            .get_or_create(&SourceLabels { source })
+            .inc_by(bytes);
     }
 
     pub(crate) fn uploaded(&self, bytes: u64) {
@@ -116,15 +136,19 @@ pub(crate) async fn serve(
             let metrics = metrics.clone();
             async move {
                 (
-                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
                     metrics.encode(),
                 )
             }
         }),
     );
-    axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -138,9 +162,18 @@ mod tests {
         metrics.uploaded(3);
         metrics.task_done(TaskResult::Succeeded);
         let text = metrics.encode();
-        assert!(text.contains("shoal_daemon_download_bytes_total{source=\"parent\"} 5"), "{text}");
-        assert!(text.contains("shoal_daemon_download_bytes_total{source=\"origin\"} 7"), "{text}");
+        assert!(
+            text.contains("shoal_daemon_download_bytes_total{source=\"parent\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shoal_daemon_download_bytes_total{source=\"origin\"} 7"),
+            "{text}"
+        );
         assert!(text.contains("shoal_daemon_upload_bytes_total 3"), "{text}");
-        assert!(text.contains("shoal_daemon_tasks_total{state=\"succeeded\"} 1"), "{text}");
+        assert!(
+            text.contains("shoal_daemon_tasks_total{state=\"succeeded\"} 1"),
+            "{text}"
+        );
     }
 }

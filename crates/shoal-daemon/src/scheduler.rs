@@ -35,7 +35,10 @@ impl Schedulers {
             for index in 0..VIRTUAL_NODES {
                 ring.push((node_position(index, &name), members.len()));
             }
-            members.push(Member { url: url.clone(), channel });
+            members.push(Member {
+                url: url.clone(),
+                channel,
+            });
         }
         ring.sort_unstable();
         Ok(Self { members, ring })
@@ -56,7 +59,10 @@ impl Schedulers {
 
     /// Clients for every scheduler, with their URLs.
     pub(crate) fn all(&self) -> Vec<(String, SchedulerClient<Channel>)> {
-        self.members.iter().map(|member| (member.url.clone(), client(&member.channel))).collect()
+        self.members
+            .iter()
+            .map(|member| (member.url.clone(), client(&member.channel)))
+            .collect()
     }
 }
 
@@ -108,10 +114,19 @@ mod tests {
 
     #[tokio::test]
     async fn ring_picks_the_upstream_member() {
-        let urls: Vec<String> = ["10.0.0.1:8002", "10.0.0.2:8002", "10.0.0.3:8002"].iter().map(|addr| format!("http://{addr}")).collect();
+        let urls: Vec<String> = ["10.0.0.1:8002", "10.0.0.2:8002", "10.0.0.3:8002"]
+            .iter()
+            .map(|addr| format!("http://{addr}"))
+            .collect();
         let schedulers = Schedulers::new(&urls).unwrap();
         let key = key_position(TASK);
-        let member = schedulers.ring.iter().find(|(position, _)| *position >= key).or(schedulers.ring.first()).unwrap().1;
+        let member = schedulers
+            .ring
+            .iter()
+            .find(|(position, _)| *position >= key)
+            .or(schedulers.ring.first())
+            .unwrap()
+            .1;
         assert_eq!(schedulers.members[member].url, "http://10.0.0.3:8002");
     }
 }

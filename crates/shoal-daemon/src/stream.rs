@@ -8,7 +8,9 @@ use std::time::SystemTime;
 use futures::Stream;
 use shoal_protocol::common::{Download, Piece, TrafficType};
 use shoal_protocol::dfdaemon::download_task_response::Response as TaskResponse;
-use shoal_protocol::dfdaemon::{DownloadPieceFinishedResponse, DownloadTaskResponse, DownloadTaskStartedResponse};
+use shoal_protocol::dfdaemon::{
+    DownloadPieceFinishedResponse, DownloadTaskResponse, DownloadTaskStartedResponse,
+};
 use shoal_storage::PieceRecord;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -70,7 +72,11 @@ pub(crate) fn download_task(
 
 fn to_response(event: DownloadEvent, host_id: &str, task_id: &mut String) -> DownloadTaskResponse {
     let response = match event {
-        DownloadEvent::Started { task_id: id, content_length, local_pieces } => {
+        DownloadEvent::Started {
+            task_id: id,
+            content_length,
+            local_pieces,
+        } => {
             *task_id = id.to_string();
             let finished = !local_pieces.is_empty()
                 && local_pieces.iter().map(|piece| piece.length).sum::<u64>() == content_length;
@@ -78,12 +84,17 @@ fn to_response(event: DownloadEvent, host_id: &str, task_id: &mut String) -> Dow
                 content_length,
                 range: None,
                 response_header: Default::default(),
-                pieces: local_pieces.iter().map(|record| piece(record, &PieceSource::Local)).collect(),
+                pieces: local_pieces
+                    .iter()
+                    .map(|record| piece(record, &PieceSource::Local))
+                    .collect(),
                 is_finished: finished || content_length == 0,
             })
         }
         DownloadEvent::Piece { record, source } => {
-            TaskResponse::DownloadPieceFinishedResponse(DownloadPieceFinishedResponse { piece: Some(piece(&record, &source)) })
+            TaskResponse::DownloadPieceFinishedResponse(DownloadPieceFinishedResponse {
+                piece: Some(piece(&record, &source)),
+            })
         }
     };
     DownloadTaskResponse {

@@ -38,25 +38,45 @@ pub(crate) struct Tasks {
 }
 
 impl TaskEntry {
-    fn new(layout: PieceLayout, pieces: BTreeMap<PieceNumber, PieceRecord>, status: TaskStatus) -> Self {
+    fn new(
+        layout: PieceLayout,
+        pieces: BTreeMap<PieceNumber, PieceRecord>,
+        status: TaskStatus,
+    ) -> Self {
         let count = pieces.len();
-        Self { layout, pieces: RwLock::new(pieces), status: watch::channel((status, count)).0 }
+        Self {
+            layout,
+            pieces: RwLock::new(pieces),
+            status: watch::channel((status, count)).0,
+        }
     }
 
     /// The record of a verified piece.
     pub(crate) fn piece(&self, number: PieceNumber) -> Option<PieceRecord> {
-        self.pieces.read().expect("piece map lock is never poisoned").get(&number).copied()
+        self.pieces
+            .read()
+            .expect("piece map lock is never poisoned")
+            .get(&number)
+            .copied()
     }
 
     /// Every verified piece.
     pub(crate) fn pieces(&self) -> Vec<PieceRecord> {
-        self.pieces.read().expect("piece map lock is never poisoned").values().copied().collect()
+        self.pieces
+            .read()
+            .expect("piece map lock is never poisoned")
+            .values()
+            .copied()
+            .collect()
     }
 
     /// Records a verified piece and wakes watchers.
     pub(crate) fn record(&self, record: PieceRecord) {
         let count = {
-            let mut pieces = self.pieces.write().expect("piece map lock is never poisoned");
+            let mut pieces = self
+                .pieces
+                .write()
+                .expect("piece map lock is never poisoned");
             pieces.insert(record.number, record);
             pieces.len()
         };
@@ -79,7 +99,11 @@ impl TaskEntry {
 
 impl Tasks {
     pub(crate) fn new(store: Store) -> Self {
-        Self { store, entries: Arc::default(), download_locks: Arc::default() }
+        Self {
+            store,
+            entries: Arc::default(),
+            download_locks: Arc::default(),
+        }
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -94,14 +118,24 @@ impl Tasks {
         let Some(state) = self.store.task(task_id).await? else {
             return Ok(None);
         };
-        let status = if state.finished { TaskStatus::Finished } else { TaskStatus::Failed("task is not being downloaded".into()) };
+        let status = if state.finished {
+            TaskStatus::Finished
+        } else {
+            TaskStatus::Failed("task is not being downloaded".into())
+        };
         let entry = Arc::new(TaskEntry::new(state.layout, state.pieces, status));
         let mut entries = self.entries.lock().expect("entries lock is never poisoned");
-        Ok(Some(entries.entry(task_id.clone()).or_insert(entry).clone()))
+        Ok(Some(
+            entries.entry(task_id.clone()).or_insert(entry).clone(),
+        ))
     }
 
     fn lookup(&self, task_id: &TaskId) -> Option<Arc<TaskEntry>> {
-        self.entries.lock().expect("entries lock is never poisoned").get(task_id).cloned()
+        self.entries
+            .lock()
+            .expect("entries lock is never poisoned")
+            .get(task_id)
+            .cloned()
     }
 
     /// Starts (or restarts) a download of a task with the pieces already stored.
@@ -112,13 +146,21 @@ impl Tasks {
         pieces: BTreeMap<PieceNumber, PieceRecord>,
     ) -> Arc<TaskEntry> {
         let entry = Arc::new(TaskEntry::new(layout, pieces, TaskStatus::Running));
-        self.entries.lock().expect("entries lock is never poisoned").insert(task_id.clone(), entry.clone());
+        self.entries
+            .lock()
+            .expect("entries lock is never poisoned")
+            .insert(task_id.clone(), entry.clone());
         entry
     }
 
     /// Forgets a task (after deletion or a failed download that left nothing).
     pub(crate) fn forget(&self, task_id: &TaskId) {
-        if let Some(entry) = self.entries.lock().expect("entries lock is never poisoned").remove(task_id) {
+        if let Some(entry) = self
+            .entries
+            .lock()
+            .expect("entries lock is never poisoned")
+            .remove(task_id)
+        {
             if entry.status() == TaskStatus::Running {
                 entry.set_status(TaskStatus::Failed("task was removed".into()));
             }
@@ -128,7 +170,10 @@ impl Tasks {
     /// Serialises downloads of one task: the second request waits and then finds it stored.
     pub(crate) async fn lock_download(&self, task_id: &TaskId) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
-            let mut locks = self.download_locks.lock().expect("locks lock is never poisoned");
+            let mut locks = self
+                .download_locks
+                .lock()
+                .expect("locks lock is never poisoned");
             locks.retain(|_, lock| Arc::strong_count(lock) > 1);
             locks.entry(task_id.clone()).or_default().clone()
         };

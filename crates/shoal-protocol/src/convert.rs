@@ -4,7 +4,9 @@ use std::time::{Duration, SystemTime};
 
 /// A protobuf timestamp for `time`.
 pub fn timestamp(time: SystemTime) -> prost_wkt_types::Timestamp {
-    let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     prost_wkt_types::Timestamp {
         seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
         nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),

@@ -25,7 +25,10 @@ pub struct ClusterBuilder {
 
 impl std::fmt::Debug for ClusterBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterBuilder").field("seed", &self.seed).field("daemons", &self.daemons).finish()
+        f.debug_struct("ClusterBuilder")
+            .field("seed", &self.seed)
+            .field("daemons", &self.daemons)
+            .finish()
     }
 }
 
@@ -71,7 +74,10 @@ impl TestCluster {
         ClusterBuilder {
             seed: false,
             daemons: 1,
-            scheduler: SchedulerConfig { listen: "127.0.0.1:0".parse().expect("valid address"), ..SchedulerConfig::default() },
+            scheduler: SchedulerConfig {
+                listen: "127.0.0.1:0".parse().expect("valid address"),
+                ..SchedulerConfig::default()
+            },
             configure: None,
             subnet,
         }
@@ -79,7 +85,14 @@ impl TestCluster {
 
     /// Downloads `url` through daemon `index` into a fresh file and reads it back.
     pub async fn get(&self, index: usize, url: &str) -> anyhow::Result<Fetched> {
-        self.get_with(index, GetOptions { url: url.to_string(), ..Default::default() }).await
+        self.get_with(
+            index,
+            GetOptions {
+                url: url.to_string(),
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     /// Like [`TestCluster::get`] with extra options (output and socket are filled in).
@@ -90,7 +103,11 @@ impl TestCluster {
         options.no_progress = true;
         let summary = shoal_cli::get::get(&options).await?;
         let bytes = tokio::fs::read(&path).await?;
-        Ok(Fetched { summary, bytes, path })
+        Ok(Fetched {
+            summary,
+            bytes,
+            path,
+        })
     }
 
     /// A path in the cluster's directory that no download has used yet.
@@ -130,7 +147,10 @@ impl TestCluster {
 
     /// The Prometheus text of the seed.
     pub fn seed_metrics(&self) -> String {
-        self.seed.as_ref().map(Node::metrics_text).unwrap_or_default()
+        self.seed
+            .as_ref()
+            .map(Node::metrics_text)
+            .unwrap_or_default()
     }
 
     /// The cluster's temporary directory.
@@ -141,7 +161,10 @@ impl TestCluster {
 
 /// Reads `shoal_daemon_download_bytes_total{source="..."}` from a metrics text.
 pub fn download_bytes(metrics: &str, source: &str) -> u64 {
-    metric_value(metrics, &format!("shoal_daemon_download_bytes_total{{source=\"{source}\"}}"))
+    metric_value(
+        metrics,
+        &format!("shoal_daemon_download_bytes_total{{source=\"{source}\"}}"),
+    )
 }
 
 /// Reads an unlabelled or fully labelled sample from a metrics text (0 when absent).
@@ -162,7 +185,12 @@ async fn stop(node: &Node) {
 
 impl Node {
     fn metrics_text(&self) -> String {
-        self.metrics.lock().expect("metrics lock").as_ref().map(shoal_daemon::Metrics::encode).unwrap_or_default()
+        self.metrics
+            .lock()
+            .expect("metrics lock")
+            .as_ref()
+            .map(shoal_daemon::Metrics::encode)
+            .unwrap_or_default()
     }
 }
 
@@ -194,7 +222,10 @@ impl ClusterBuilder {
     }
 
     /// Adjusts each daemon's config; the index is `usize::MAX` for the seed.
-    pub fn configure(mut self, configure: impl Fn(usize, &mut DaemonConfig) + Send + Sync + 'static) -> Self {
+    pub fn configure(
+        mut self,
+        configure: impl Fn(usize, &mut DaemonConfig) + Send + Sync + 'static,
+    ) -> Self {
         self.configure = Some(Box::new(configure));
         self
     }
@@ -220,14 +251,37 @@ impl ClusterBuilder {
         };
         let mut daemons = Vec::new();
         for index in 0..self.daemons {
-            daemons.push(self.start_node(&dir, &scheduler_url, index, index as u8 + 2).await?);
+            daemons.push(
+                self.start_node(&dir, &scheduler_url, index, index as u8 + 2)
+                    .await?,
+            );
         }
-        Ok(TestCluster { scheduler_addr, scheduler_cancel, seed, daemons, dir, outputs: AtomicU64::new(0) })
+        Ok(TestCluster {
+            scheduler_addr,
+            scheduler_cancel,
+            seed,
+            daemons,
+            dir,
+            outputs: AtomicU64::new(0),
+        })
     }
 
-    async fn start_node(&self, dir: &tempfile::TempDir, scheduler: &str, index: usize, host: u8) -> anyhow::Result<Node> {
-        let name = if index == usize::MAX { "seed".to_string() } else { format!("node{index}") };
-        let toml = DaemonToml { schedulers: vec![scheduler.to_string()], ..Default::default() };
+    async fn start_node(
+        &self,
+        dir: &tempfile::TempDir,
+        scheduler: &str,
+        index: usize,
+        host: u8,
+    ) -> anyhow::Result<Node> {
+        let name = if index == usize::MAX {
+            "seed".to_string()
+        } else {
+            format!("node{index}")
+        };
+        let toml = DaemonToml {
+            schedulers: vec![scheduler.to_string()],
+            ..Default::default()
+        };
         let mut config = DaemonConfig::try_from(toml)?;
         let ip = IpAddr::V4(Ipv4Addr::new(127, 0, self.subnet, host));
         config.data_dir = dir.path().join(&name);
@@ -246,6 +300,13 @@ impl ClusterBuilder {
         let cancel = CancellationToken::new();
         let running = shoal_daemon::start(config.clone(), cancel.clone()).await?;
         let metrics = std::sync::Mutex::new(Some(running.metrics.clone()));
-        Ok(Node { config, state: tokio::sync::Mutex::new(NodeState { cancel, running: Some(running) }), metrics })
+        Ok(Node {
+            config,
+            state: tokio::sync::Mutex::new(NodeState {
+                cancel,
+                running: Some(running),
+            }),
+            metrics,
+        })
     }
 }

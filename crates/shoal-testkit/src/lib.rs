@@ -22,7 +22,11 @@ pub use cluster::{Fetched, TestCluster};
 
 /// Multiplier for every timeout, from `SHOAL_TEST_PATIENCE` (default 1).
 pub fn patience() -> u32 {
-    std::env::var("SHOAL_TEST_PATIENCE").ok().and_then(|value| value.parse().ok()).unwrap_or(1).max(1)
+    std::env::var("SHOAL_TEST_PATIENCE")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Polls `condition` until it holds or `timeout` (stretched by [`patience`]) passes.

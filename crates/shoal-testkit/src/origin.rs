@@ -65,12 +65,20 @@ impl FakeOrigin {
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner::default());
         let cancel = CancellationToken::new();
-        let app = axum::Router::new().route("/{*name}", axum::routing::any(serve)).with_state(inner.clone());
+        let app = axum::Router::new()
+            .route("/{*name}", axum::routing::any(serve))
+            .with_state(inner.clone());
         let token = cancel.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
         });
-        Ok(Self { addr, inner, cancel })
+        Ok(Self {
+            addr,
+            inner,
+            cancel,
+        })
     }
 
     /// Serves `bytes` at `/name` normally; returns the URL.
@@ -80,8 +88,18 @@ impl FakeOrigin {
 
     /// Serves `bytes` at `/name` with `behaviour`; returns the URL.
     pub fn add_with(&self, name: &str, bytes: Vec<u8>, behaviour: Behaviour) -> String {
-        let blob = Blob { bytes: Bytes::from(bytes), behaviour, served: AtomicU64::new(0), requests: AtomicU64::new(0), rate: AtomicU64::new(0) };
-        self.inner.blobs.lock().expect("origin lock").insert(name.to_string(), Arc::new(blob));
+        let blob = Blob {
+            bytes: Bytes::from(bytes),
+            behaviour,
+            served: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            rate: AtomicU64::new(0),
+        };
+        self.inner
+            .blobs
+            .lock()
+            .expect("origin lock")
+            .insert(name.to_string(), Arc::new(blob));
         self.url(name)
     }
 
@@ -98,20 +116,32 @@ impl FakeOrigin {
 
     /// Body bytes sent for `/name` so far.
     pub fn served(&self, name: &str) -> u64 {
-        self.blob(name).map_or(0, |blob| blob.served.load(Ordering::SeqCst))
+        self.blob(name)
+            .map_or(0, |blob| blob.served.load(Ordering::SeqCst))
     }
 
     /// Requests answered for `/name` so far (any method).
     pub fn requests(&self, name: &str) -> u64 {
-        self.blob(name).map_or(0, |blob| blob.requests.load(Ordering::SeqCst))
+        self.blob(name)
+            .map_or(0, |blob| blob.requests.load(Ordering::SeqCst))
     }
 
     fn blob(&self, name: &str) -> Option<Arc<Blob>> {
-        self.inner.blobs.lock().expect("origin lock").get(name).cloned()
+        self.inner
+            .blobs
+            .lock()
+            .expect("origin lock")
+            .get(name)
+            .cloned()
     }
 }
 
-async fn serve(State(inner): State<Arc<Inner>>, Path(name): Path<String>, method: Method, headers: HeaderMap) -> Response {
+async fn serve(
+    State(inner): State<Arc<Inner>>,
+    Path(name): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
     let blob = inner.blobs.lock().expect("origin lock").get(&name).cloned();
     let Some(blob) = blob else {
         return status_response(StatusCode::NOT_FOUND);
@@ -120,20 +150,27 @@ async fn serve(State(inner): State<Arc<Inner>>, Path(name): Path<String>, method
     let total = blob.bytes.len() as u64;
     match blob.behaviour {
         Behaviour::Status(code) => {
-            return status_response(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+            return status_response(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            );
         }
         Behaviour::Chunked => {
             if method == Method::HEAD {
                 // A streamed body keeps the server from adding a Content-Length.
                 let empty = futures::stream::empty::<Result<Bytes, std::io::Error>>();
-                return Response::builder().status(200).body(Body::from_stream(empty)).expect("valid response");
+                return Response::builder()
+                    .status(200)
+                    .body(Body::from_stream(empty))
+                    .expect("valid response");
             }
             return stream_response(&blob, 0, total, None, false, StatusCode::OK);
         }
         _ => {}
     }
     let range = match blob.behaviour {
-        Behaviour::Normal | Behaviour::Reset => headers.get(http::header::RANGE).and_then(|value| parse_range(value.to_str().ok()?, total)),
+        Behaviour::Normal | Behaviour::Reset => headers
+            .get(http::header::RANGE)
+            .and_then(|value| parse_range(value.to_str().ok()?, total)),
         _ => None,
     };
     let (start, end, status) = match range {
@@ -153,10 +190,20 @@ async fn serve(State(inner): State<Arc<Inner>>, Path(name): Path<String>, method
 }
 
 fn status_response(status: StatusCode) -> Response {
-    Response::builder().status(status).body(Body::from(format!("{status}\n"))).expect("valid response")
+    Response::builder()
+        .status(status)
+        .body(Body::from(format!("{status}\n")))
+        .expect("valid response")
 }
 
-fn stream_response(blob: &Arc<Blob>, start: u64, end: u64, total: Option<u64>, cut: bool, status: StatusCode) -> Response {
+fn stream_response(
+    blob: &Arc<Blob>,
+    start: u64,
+    end: u64,
+    total: Option<u64>,
+    cut: bool,
+    status: StatusCode,
+) -> Response {
     let chunk = 64 * 1024u64;
     let stop = if cut { start + (end - start) / 2 } else { end };
     let blob_for_stream = blob.clone();
@@ -165,13 +212,19 @@ fn stream_response(blob: &Arc<Blob>, start: u64, end: u64, total: Option<u64>, c
         async move {
             if position >= stop {
                 if cut {
-                    return Some((Err(std::io::Error::other("connection reset by fake origin")), end));
+                    return Some((
+                        Err(std::io::Error::other("connection reset by fake origin")),
+                        end,
+                    ));
                 }
                 return None;
             }
             let rate = blob.rate.load(Ordering::SeqCst);
             if rate > 0 {
-                tokio::time::sleep(std::time::Duration::from_secs_f64(chunk as f64 / rate as f64)).await;
+                tokio::time::sleep(std::time::Duration::from_secs_f64(
+                    chunk as f64 / rate as f64,
+                ))
+                .await;
             }
             let next = (position + chunk).min(stop);
             let bytes = blob.bytes.slice(position as usize..next as usize);
@@ -179,14 +232,21 @@ fn stream_response(blob: &Arc<Blob>, start: u64, end: u64, total: Option<u64>, c
             Some((Ok::<Bytes, std::io::Error>(bytes), next))
         }
     });
-    let mut builder = Response::builder().status(status).header(http::header::ACCEPT_RANGES, "bytes");
+    let mut builder = Response::builder()
+        .status(status)
+        .header(http::header::ACCEPT_RANGES, "bytes");
     if let Some(total) = total {
         builder = builder.header(http::header::CONTENT_LENGTH, end - start);
         if status == StatusCode::PARTIAL_CONTENT {
-            builder = builder.header(http::header::CONTENT_RANGE, format!("bytes {}-{}/{}", start, end.saturating_sub(1), total));
+            builder = builder.header(
+                http::header::CONTENT_RANGE,
+                format!("bytes {}-{}/{}", start, end.saturating_sub(1), total),
+            );
         }
     }
-    builder.body(Body::from_stream(chunks)).expect("valid response")
+    builder
+        .body(Body::from_stream(chunks))
+        .expect("valid response")
 }
 
 /// `bytes=A-B` (inclusive) as a half-open range within `total`.
@@ -194,7 +254,11 @@ fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
     let spec = value.strip_prefix("bytes=")?;
     let (start, end) = spec.split_once('-')?;
     let start: u64 = start.trim().parse().ok()?;
-    let end: u64 = if end.trim().is_empty() { total.checked_sub(1)? } else { end.trim().parse().ok()? };
+    let end: u64 = if end.trim().is_empty() {
+        total.checked_sub(1)?
+    } else {
+        end.trim().parse().ok()?
+    };
     if start > end || start >= total {
         return None;
     }

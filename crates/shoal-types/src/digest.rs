@@ -50,7 +50,9 @@ impl FromStr for PieceDigest {
             .split_once(':')
             .ok_or_else(|| DigestParseError::MissingAlgorithm(s.to_string()))?;
         if algorithm != "crc32" {
-            return Err(DigestParseError::UnsupportedAlgorithm(algorithm.to_string()));
+            return Err(DigestParseError::UnsupportedAlgorithm(
+                algorithm.to_string(),
+            ));
         }
         // Decimal only: no sign, no padding tricks beyond what u32 parsing accepts.
         if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
@@ -122,8 +124,14 @@ mod tests {
 
     #[test]
     fn crc32_vectors_from_wire_reference() {
-        assert_eq!(PieceDigest::compute(b"hello world").to_string(), "crc32:222957957");
-        assert_eq!(PieceDigest::compute(b"test content").to_string(), "crc32:1475635037");
+        assert_eq!(
+            PieceDigest::compute(b"hello world").to_string(),
+            "crc32:222957957"
+        );
+        assert_eq!(
+            PieceDigest::compute(b"test content").to_string(),
+            "crc32:1475635037"
+        );
         assert_ne!(PieceDigest::compute(b"hello world").crc(), 3_381_945_770);
     }
 

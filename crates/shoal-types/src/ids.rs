@@ -124,7 +124,10 @@ mod tests {
 
     #[test]
     fn host_id_matches_upstream_format() {
-        assert_eq!(HostId::new("127.0.0.1", "localhost", false).as_str(), "127.0.0.1-localhost");
+        assert_eq!(
+            HostId::new("127.0.0.1", "localhost", false).as_str(),
+            "127.0.0.1-localhost"
+        );
         assert_eq!(
             HostId::new("127.0.0.1", "localhost", true).as_str(),
             "127.0.0.1-localhost-seed"

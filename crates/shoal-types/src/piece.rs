@@ -40,13 +40,19 @@ impl PieceLayout {
     /// The layout Dragonfly v2 computes when the request fixes no piece length:
     /// p = floor(L / 500), rounded up to a power of two, clamped to [4 MiB, 64 MiB].
     pub fn for_content_length(content_length: u64) -> Self {
-        Self { content_length, piece_length: piece_length_for(content_length) }
+        Self {
+            content_length,
+            piece_length: piece_length_for(content_length),
+        }
     }
 
     /// A layout with a fixed piece length (from the request). `piece_length` must be non-zero.
     pub fn with_piece_length(content_length: u64, piece_length: u64) -> Self {
         assert!(piece_length > 0, "piece length must be non-zero");
-        Self { content_length, piece_length }
+        Self {
+            content_length,
+            piece_length,
+        }
     }
 
     pub fn content_length(&self) -> u64 {
@@ -84,7 +90,10 @@ impl PieceLayout {
         let (first, last) = if range.start >= end {
             (0, 0)
         } else {
-            (range.start / self.piece_length, end.div_ceil(self.piece_length))
+            (
+                range.start / self.piece_length,
+                end.div_ceil(self.piece_length),
+            )
         };
         (first as u32..last as u32).map(PieceNumber::new)
     }
@@ -129,7 +138,10 @@ mod tests {
             assert_eq!(PieceLayout::for_content_length(length).piece_count(), count);
         }
         let layout = PieceLayout::for_content_length(4 * MIB + 1);
-        assert_eq!(layout.piece_range(PieceNumber::new(1)), Some(ByteRange::new(4 * MIB, 4 * MIB + 1)));
+        assert_eq!(
+            layout.piece_range(PieceNumber::new(1)),
+            Some(ByteRange::new(4 * MIB, 4 * MIB + 1))
+        );
         assert_eq!(layout.piece_range(PieceNumber::new(2)), None);
     }
 

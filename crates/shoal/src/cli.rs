@@ -140,7 +140,9 @@ async fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let cancel = shutdown_token();
-    shoal_scheduler::run(config, cancel).await.context("run scheduler")
+    shoal_scheduler::run(config, cancel)
+        .await
+        .context("run scheduler")
 }
 
 async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
@@ -166,7 +168,9 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     toml.socket = args.socket.or(toml.socket);
     let config = shoal_daemon::DaemonConfig::try_from(toml).context("validate daemon config")?;
     let cancel = shutdown_token();
-    shoal_daemon::run(config, cancel).await.context("run daemon")
+    shoal_daemon::run(config, cancel)
+        .await
+        .context("run daemon")
 }
 
 async fn run_get(args: GetArgs) -> anyhow::Result<()> {
@@ -184,11 +188,17 @@ async fn run_get(args: GetArgs) -> anyhow::Result<()> {
         no_progress: args.no_progress,
     };
     if let Some(piece_length) = options.piece_length {
-        anyhow::ensure!(piece_length >= 4 * 1024 * 1024, "--piece-length must be at least 4MiB");
+        anyhow::ensure!(
+            piece_length >= 4 * 1024 * 1024,
+            "--piece-length must be at least 4MiB"
+        );
     }
     let started = std::time::Instant::now();
     let summary = shoal_cli::get::get(&options).await?;
-    println!("{}", shoal_cli::get::describe(&summary, &args.output, started.elapsed()));
+    println!(
+        "{}",
+        shoal_cli::get::describe(&summary, &args.output, started.elapsed())
+    );
     Ok(())
 }
 
@@ -197,13 +207,14 @@ fn shutdown_token() -> CancellationToken {
     let cancel = CancellationToken::new();
     let token = cancel.clone();
     tokio::spawn(async move {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(err) => {
-                tracing::error!(error = %err, "failed to install SIGTERM handler");
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(err) => {
+                    tracing::error!(error = %err, "failed to install SIGTERM handler");
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}

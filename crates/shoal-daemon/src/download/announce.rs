@@ -39,7 +39,12 @@ pub(crate) struct Reporter {
 
 impl Reporter {
     pub(crate) fn detached() -> Self {
-        Self { sender: None, host_id: String::new(), task_id: String::new(), peer_id: String::new() }
+        Self {
+            sender: None,
+            host_id: String::new(),
+            task_id: String::new(),
+            peer_id: String::new(),
+        }
     }
 
     pub(crate) async fn send(&self, request: Request) {
@@ -55,7 +60,10 @@ impl Reporter {
 }
 
 /// Downloads `missing` pieces as the scheduler directs.
-pub(crate) async fn run(context: &TaskContext, missing: BTreeSet<PieceNumber>) -> Result<(), DownloadError> {
+pub(crate) async fn run(
+    context: &TaskContext,
+    missing: BTreeSet<PieceNumber>,
+) -> Result<(), DownloadError> {
     let disable_back_to_source = context.download.disable_back_to_source;
     let (sender, receiver) = mpsc::channel(64);
     let reporter = Reporter {
@@ -65,11 +73,28 @@ pub(crate) async fn run(context: &TaskContext, missing: BTreeSet<PieceNumber>) -
         peer_id: context.peer_id.to_string(),
     };
     let mut client = context.engine.schedulers.client_for(&context.task_id);
-    reporter.send(Request::RegisterPeerRequest(RegisterPeerRequest { download: Some(registration(context)) })).await;
-    let mut responses = match tokio::time::timeout(SCHEDULE_TIMEOUT, client.announce_peer(ReceiverStream::new(receiver))).await {
+    reporter
+        .send(Request::RegisterPeerRequest(RegisterPeerRequest {
+            download: Some(registration(context)),
+        }))
+        .await;
+    let mut responses = match tokio::time::timeout(
+        SCHEDULE_TIMEOUT,
+        client.announce_peer(ReceiverStream::new(receiver)),
+    )
+    .await
+    {
         Ok(Ok(response)) => response.into_inner(),
         Ok(Err(status)) => return fallback(context, missing, &reporter, status).await,
-        Err(_) => return fallback(context, missing, &reporter, tonic::Status::deadline_exceeded("scheduler did not answer")).await,
+        Err(_) => {
+            return fallback(
+                context,
+                missing,
+                &reporter,
+                tonic::Status::deadline_exceeded("scheduler did not answer"),
+            )
+            .await
+        }
     };
 
     let mut missing = missing;
@@ -78,75 +103,158 @@ pub(crate) async fn run(context: &TaskContext, missing: BTreeSet<PieceNumber>) -
         let next = tokio::time::timeout(SCHEDULE_TIMEOUT, responses.message()).await;
         let response = match next {
             Ok(Ok(Some(response))) => response,
-            Ok(Ok(None)) => break fallback(context, missing, &Reporter::detached(), tonic::Status::aborted("scheduler closed the stream")).await,
-            Ok(Err(status)) => break fallback(context, missing, &Reporter::detached(), status).await,
-            Err(_) => break fallback(context, missing, &reporter, tonic::Status::deadline_exceeded("scheduler did not answer")).await,
+            Ok(Ok(None)) => {
+                break fallback(
+                    context,
+                    missing,
+                    &Reporter::detached(),
+                    tonic::Status::aborted("scheduler closed the stream"),
+                )
+                .await
+            }
+            Ok(Err(status)) => {
+                break fallback(context, missing, &Reporter::detached(), status).await
+            }
+            Err(_) => {
+                break fallback(
+                    context,
+                    missing,
+                    &reporter,
+                    tonic::Status::deadline_exceeded("scheduler did not answer"),
+                )
+                .await
+            }
         };
         answers += 1;
         match response.response {
             Some(Response::NormalTaskResponse(normal)) => {
-                reporter.send(Request::DownloadPeerStartedRequest(DownloadPeerStartedRequest {})).await;
+                reporter
+                    .send(Request::DownloadPeerStartedRequest(
+                        DownloadPeerStartedRequest {},
+                    ))
+                    .await;
                 match p2p::fetch(context, &normal.candidate_parents, &missing, &reporter).await? {
                     P2pOutcome::Complete => {
-                        reporter.send(Request::DownloadPeerFinishedRequest(DownloadPeerFinishedRequest {})).await;
+                        reporter
+                            .send(Request::DownloadPeerFinishedRequest(
+                                DownloadPeerFinishedRequest {},
+                            ))
+                            .await;
                         break Ok(());
                     }
                     P2pOutcome::Incomplete { remaining } => {
                         missing = remaining;
                         if answers >= MAX_SCHEDULE_COUNT {
-                            reporter.send(Request::DownloadPeerFailedRequest(DownloadPeerFailedRequest {
-                                description: Some("max schedule count exceeded".into()),
-                            })).await;
-                            break fallback(context, missing, &Reporter::detached(), tonic::Status::resource_exhausted("max schedule count exceeded")).await;
+                            reporter
+                                .send(Request::DownloadPeerFailedRequest(
+                                    DownloadPeerFailedRequest {
+                                        description: Some("max schedule count exceeded".into()),
+                                    },
+                                ))
+                                .await;
+                            break fallback(
+                                context,
+                                missing,
+                                &Reporter::detached(),
+                                tonic::Status::resource_exhausted("max schedule count exceeded"),
+                            )
+                            .await;
                         }
-                        reporter.send(Request::ReschedulePeerRequest(ReschedulePeerRequest {
-                            candidate_parents: normal.candidate_parents.clone(),
-                            description: Some("parents did not deliver every piece".into()),
-                        })).await;
+                        reporter
+                            .send(Request::ReschedulePeerRequest(ReschedulePeerRequest {
+                                candidate_parents: normal.candidate_parents.clone(),
+                                description: Some("parents did not deliver every piece".into()),
+                            }))
+                            .await;
                     }
                 }
             }
             Some(Response::NeedBackToSourceResponse(_)) => {
                 if disable_back_to_source {
                     // Never expected from a correct scheduler; honour the user's choice.
-                    reporter.send(Request::DownloadPeerFailedRequest(DownloadPeerFailedRequest {
-                        description: Some("back-to-source is disabled".into()),
-                    })).await;
-                    break Err(DownloadError::NoSource { reason: "the scheduler found no parent".into() });
+                    reporter
+                        .send(Request::DownloadPeerFailedRequest(
+                            DownloadPeerFailedRequest {
+                                description: Some("back-to-source is disabled".into()),
+                            },
+                        ))
+                        .await;
+                    break Err(DownloadError::NoSource {
+                        reason: "the scheduler found no parent".into(),
+                    });
                 }
-                reporter.send(Request::DownloadPeerBackToSourceStartedRequest(DownloadPeerBackToSourceStartedRequest { description: None })).await;
+                reporter
+                    .send(Request::DownloadPeerBackToSourceStartedRequest(
+                        DownloadPeerBackToSourceStartedRequest { description: None },
+                    ))
+                    .await;
                 break back_to_source(context, &missing, &reporter).await;
             }
             Some(Response::EmptyTaskResponse(_)) | Some(Response::MetadataOnlyResponse(_)) => {
-                reporter.send(Request::DownloadPeerStartedRequest(DownloadPeerStartedRequest {})).await;
+                reporter
+                    .send(Request::DownloadPeerStartedRequest(
+                        DownloadPeerStartedRequest {},
+                    ))
+                    .await;
                 if missing.is_empty() || context.layout.content_length() == 0 {
-                    reporter.send(Request::DownloadPeerFinishedRequest(DownloadPeerFinishedRequest {})).await;
+                    reporter
+                        .send(Request::DownloadPeerFinishedRequest(
+                            DownloadPeerFinishedRequest {},
+                        ))
+                        .await;
                     break Ok(());
                 }
-                reporter.send(Request::DownloadPeerFailedRequest(DownloadPeerFailedRequest {
-                    description: Some("scheduler answered empty for a non-empty task".into()),
-                })).await;
-                break fallback(context, missing, &Reporter::detached(), tonic::Status::internal("unexpected empty answer")).await;
+                reporter
+                    .send(Request::DownloadPeerFailedRequest(
+                        DownloadPeerFailedRequest {
+                            description: Some(
+                                "scheduler answered empty for a non-empty task".into(),
+                            ),
+                        },
+                    ))
+                    .await;
+                break fallback(
+                    context,
+                    missing,
+                    &Reporter::detached(),
+                    tonic::Status::internal("unexpected empty answer"),
+                )
+                .await;
             }
             None => continue,
         }
     };
     drop(reporter);
     // The scheduler ends the RPC after a terminal message; never wait on it for long.
-    let _ = tokio::time::timeout(CLOSE_WAIT, async { while let Ok(Some(_)) = responses.message().await {} }).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Ok(Some(_)) = responses.message().await {}
+    })
+    .await;
     result
 }
 
-async fn back_to_source(context: &TaskContext, missing: &BTreeSet<PieceNumber>, reporter: &Reporter) -> Result<(), DownloadError> {
+async fn back_to_source(
+    context: &TaskContext,
+    missing: &BTreeSet<PieceNumber>,
+    reporter: &Reporter,
+) -> Result<(), DownloadError> {
     match source::fetch(context, missing, reporter).await {
         Ok(()) => {
-            reporter.send(Request::DownloadPeerBackToSourceFinishedRequest(DownloadPeerBackToSourceFinishedRequest {})).await;
+            reporter
+                .send(Request::DownloadPeerBackToSourceFinishedRequest(
+                    DownloadPeerBackToSourceFinishedRequest {},
+                ))
+                .await;
             Ok(())
         }
         Err(err) => {
-            reporter.send(Request::DownloadPeerBackToSourceFailedRequest(DownloadPeerBackToSourceFailedRequest {
-                description: Some(err.chain()),
-            })).await;
+            reporter
+                .send(Request::DownloadPeerBackToSourceFailedRequest(
+                    DownloadPeerBackToSourceFailedRequest {
+                        description: Some(err.chain()),
+                    },
+                ))
+                .await;
             Err(err)
         }
     }

@@ -43,7 +43,9 @@ impl DownloadError {
     /// The status the failure maps to on the wire.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::InvalidRequest(_) | Self::TaskId(_) | Self::Digest(_) => ErrorCode::InvalidArgument,
+            Self::InvalidRequest(_) | Self::TaskId(_) | Self::Digest(_) => {
+                ErrorCode::InvalidArgument
+            }
             Self::Origin(err) => match err.status() {
                 Some(status) if status.as_u16() == 404 => ErrorCode::NotFound,
                 _ => ErrorCode::Unavailable,

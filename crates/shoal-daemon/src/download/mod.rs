@@ -34,8 +34,8 @@ use crate::tasks::{TaskStatus, Tasks};
 use crate::HostIdentity;
 pub use error::DownloadError;
 use origin::{Origin, OriginStat};
-pub(crate) use progress::{DownloadEvent, PieceSource};
 use progress::Progress;
+pub(crate) use progress::{DownloadEvent, PieceSource};
 
 /// Shared parts every download uses; cheap to clone.
 #[derive(Debug, Clone)]
@@ -83,7 +83,9 @@ pub(crate) struct TaskContext {
 
 impl Engine {
     pub(crate) fn new(inner: EngineInner) -> Self {
-        Self { inner: Arc::new(inner) }
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -96,7 +98,12 @@ impl Engine {
             .hugging_face
             .as_ref()
             .map(|hub| hub.revision.clone())
-            .or_else(|| download.model_scope.as_ref().map(|hub| hub.revision.clone()))
+            .or_else(|| {
+                download
+                    .model_scope
+                    .as_ref()
+                    .map(|hub| hub.revision.clone())
+            })
             .or_else(|| download.open_csg.as_ref().map(|hub| hub.revision.clone()))
             .filter(|revision| !revision.is_empty());
         let inputs = TaskIdInputs {
@@ -119,7 +126,11 @@ impl Engine {
         events: mpsc::Sender<DownloadEvent>,
     ) -> Result<DownloadOutcome, DownloadError> {
         let result = self.download_inner(request, events).await;
-        let state = if result.is_ok() { TaskResult::Succeeded } else { TaskResult::Failed };
+        let state = if result.is_ok() {
+            TaskResult::Succeeded
+        } else {
+            TaskResult::Failed
+        };
         self.inner.metrics.task_done(state);
         result
     }
@@ -133,8 +144,16 @@ impl Engine {
         if download.url.is_empty() {
             return Err(DownloadError::InvalidRequest("url is empty".into()));
         }
-        let digest = match download.digest.as_deref().filter(|digest| !digest.is_empty()) {
-            Some(digest) => Some(digest.parse::<ContentDigest>().map_err(DownloadError::Digest)?),
+        let digest = match download
+            .digest
+            .as_deref()
+            .filter(|digest| !digest.is_empty())
+        {
+            Some(digest) => Some(
+                digest
+                    .parse::<ContentDigest>()
+                    .map_err(DownloadError::Digest)?,
+            ),
             None => None,
         };
         let task_id = Self::task_id(&download)?;
@@ -144,39 +163,84 @@ impl Engine {
 
         if let Some(state) = store.task(&task_id).await.map_err(DownloadError::Store)? {
             if state.finished {
-                return self.serve_local(&task_id, state.layout, state.pieces.into_values().collect(), digest, request.output, &events).await;
+                return self
+                    .serve_local(
+                        &task_id,
+                        state.layout,
+                        state.pieces.into_values().collect(),
+                        digest,
+                        request.output,
+                        &events,
+                    )
+                    .await;
             }
         }
 
-        let origin = Origin::new(self.inner.http.clone(), &download.url, &download.request_header, self.inner.config.origin_retries)
-            .map_err(DownloadError::Origin)?;
+        let origin = Origin::new(
+            self.inner.http.clone(),
+            &download.url,
+            &download.request_header,
+            self.inner.config.origin_retries,
+        )
+        .map_err(DownloadError::Origin)?;
         let length = match origin.stat().await.map_err(DownloadError::Origin)? {
             OriginStat::Length(length) => length,
             OriginStat::Unknown(response) => {
-                let (layout, pieces) = source::import_unknown_length(&self.inner, &task_id, &download, response, &events).await?;
-                return self.complete(&task_id, layout, pieces, digest, request.output).await;
+                let (layout, pieces) = source::import_unknown_length(
+                    &self.inner,
+                    &task_id,
+                    &download,
+                    response,
+                    &events,
+                )
+                .await?;
+                return self
+                    .complete(&task_id, layout, pieces, digest, request.output)
+                    .await;
             }
         };
         let layout = match download.piece_length {
-            Some(piece_length) if piece_length > 0 => PieceLayout::with_piece_length(length, piece_length),
+            Some(piece_length) if piece_length > 0 => {
+                PieceLayout::with_piece_length(length, piece_length)
+            }
             _ => PieceLayout::for_content_length(length),
         };
         let state = match store.prepare_task(&task_id, layout).await {
             Ok(state) => state,
             Err(shoal_storage::StoreError::LayoutMismatch { .. }) => {
                 // The origin's content changed length since we stored it: start over.
-                store.delete_task(&task_id).await.map_err(DownloadError::Store)?;
-                store.prepare_task(&task_id, layout).await.map_err(DownloadError::Store)?
+                store
+                    .delete_task(&task_id)
+                    .await
+                    .map_err(DownloadError::Store)?;
+                store
+                    .prepare_task(&task_id, layout)
+                    .await
+                    .map_err(DownloadError::Store)?
             }
             Err(err) => return Err(DownloadError::Store(err)),
         };
-        let entry = self.inner.tasks.begin(&task_id, layout, state.pieces.clone());
+        let entry = self
+            .inner
+            .tasks
+            .begin(&task_id, layout, state.pieces.clone());
         let local: Vec<PieceRecord> = state.pieces.values().copied().collect();
         let _ = events
-            .send(DownloadEvent::Started { task_id: task_id.clone(), content_length: length, local_pieces: local.clone() })
+            .send(DownloadEvent::Started {
+                task_id: task_id.clone(),
+                content_length: length,
+                local_pieces: local.clone(),
+            })
             .await;
-        let missing: BTreeSet<PieceNumber> = layout.pieces().filter(|piece| !state.pieces.contains_key(piece)).collect();
-        let peer_id = PeerId::generate(&self.inner.host.ip.to_string(), &self.inner.host.hostname, self.inner.host.seed);
+        let missing: BTreeSet<PieceNumber> = layout
+            .pieces()
+            .filter(|piece| !state.pieces.contains_key(piece))
+            .collect();
+        let peer_id = PeerId::generate(
+            &self.inner.host.ip.to_string(),
+            &self.inner.host.hostname,
+            self.inner.host.seed,
+        );
         let context = TaskContext {
             engine: self.inner.clone(),
             task_id: task_id.clone(),
@@ -186,7 +250,11 @@ impl Engine {
             origin,
             progress: Progress::new(entry.clone(), events.clone(), self.inner.metrics.clone()),
         };
-        let fetched = if missing.is_empty() { Ok(()) } else { announce::run(&context, missing).await };
+        let fetched = if missing.is_empty() {
+            Ok(())
+        } else {
+            announce::run(&context, missing).await
+        };
         if let Err(err) = fetched {
             entry.set_status(TaskStatus::Failed(format!("{err:#}")));
             if err.discards_task() {
@@ -198,7 +266,9 @@ impl Engine {
             return Err(err);
         }
         let pieces = entry.pieces();
-        let outcome = self.complete(&task_id, layout, pieces, digest, request.output).await;
+        let outcome = self
+            .complete(&task_id, layout, pieces, digest, request.output)
+            .await;
         match &outcome {
             Ok(_) => entry.set_status(TaskStatus::Finished),
             Err(err) => entry.set_status(TaskStatus::Failed(format!("{err:#}"))),
@@ -235,9 +305,18 @@ impl Engine {
         output: Option<PathBuf>,
     ) -> Result<DownloadOutcome, DownloadError> {
         let store = self.store();
-        let state = store.finish_task(task_id).await.map_err(DownloadError::Store)?;
+        let state = store
+            .finish_task(task_id)
+            .await
+            .map_err(DownloadError::Store)?;
         if state.finished {
-            if let Some(entry) = self.inner.tasks.get(task_id).await.map_err(DownloadError::Store)? {
+            if let Some(entry) = self
+                .inner
+                .tasks
+                .get(task_id)
+                .await
+                .map_err(DownloadError::Store)?
+            {
                 entry.set_status(TaskStatus::Finished);
             }
         }
@@ -254,6 +333,9 @@ impl Engine {
         if let Some(output) = output {
             output::copy_atomically(&path, &output, layout.content_length()).await?;
         }
-        Ok(DownloadOutcome { task_id: task_id.clone(), content_length: layout.content_length() })
+        Ok(DownloadOutcome {
+            task_id: task_id.clone(),
+            content_length: layout.content_length(),
+        })
     }
 }

@@ -42,7 +42,11 @@ pub enum OriginError {
         source: reqwest::Error,
     },
     #[error("origin sent {actual} bytes for {url}, expected {expected}")]
-    ShortBody { url: String, expected: u64, actual: u64 },
+    ShortBody {
+        url: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("invalid request header {name:?}")]
     Header { name: String },
 }
@@ -51,7 +55,9 @@ impl OriginError {
     /// Whether trying again may help (5xx, connection trouble, truncated bodies).
     fn is_transient(&self) -> bool {
         match self {
-            Self::Status { status, .. } => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
+            Self::Status { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Request { .. } | Self::ShortBody { .. } => true,
             Self::Header { .. } => false,
         }
@@ -95,7 +101,12 @@ impl Origin {
                 .map_err(|_| OriginError::Header { name: name.clone() })?;
             map.append(header_name, header_value);
         }
-        Ok(Self { http, url: url.to_string(), headers: map, retries: retries.max(1) })
+        Ok(Self {
+            http,
+            url: url.to_string(),
+            headers: map,
+            retries: retries.max(1),
+        })
     }
 
     pub(crate) fn url(&self) -> &str {
@@ -108,7 +119,9 @@ impl Origin {
         match head {
             Ok(response) => {
                 // A zero length on HEAD is often a framework default; the GET below confirms it.
-                if let Some(length) = content_length(response.headers()).filter(|length| *length > 0) {
+                if let Some(length) =
+                    content_length(response.headers()).filter(|length| *length > 0)
+                {
                     return Ok(OriginStat::Length(length));
                 }
             }
@@ -119,7 +132,9 @@ impl Origin {
                     || status == StatusCode::FORBIDDEN => {}
             Err(err) => return Err(err),
         }
-        let response = self.retry(|| self.send(reqwest::Method::GET, Some(ByteRange::new(0, 1)))).await?;
+        let response = self
+            .retry(|| self.send(reqwest::Method::GET, Some(ByteRange::new(0, 1))))
+            .await?;
         if response.status() == StatusCode::PARTIAL_CONTENT {
             if let Some(total) = content_range_total(response.headers()) {
                 return Ok(OriginStat::Length(total));
@@ -153,18 +168,30 @@ impl Origin {
         method: reqwest::Method,
         range: Option<ByteRange>,
     ) -> Result<reqwest::Response, OriginError> {
-        let mut request = self.http.request(method, &self.url).headers(self.headers.clone());
+        let mut request = self
+            .http
+            .request(method, &self.url)
+            .headers(self.headers.clone());
         if let Some(range) = range {
             // HTTP ranges are inclusive; ours are half-open.
-            request = request.header(http::header::RANGE, format!("bytes={}-{}", range.start, range.end - 1));
+            request = request.header(
+                http::header::RANGE,
+                format!("bytes={}-{}", range.start, range.end - 1),
+            );
         }
         let response = request
             .send()
             .await
-            .map_err(|source| OriginError::Request { url: self.url.clone(), source })?;
+            .map_err(|source| OriginError::Request {
+                url: self.url.clone(),
+                source,
+            })?;
         let status = response.status();
         if !status.is_success() {
-            return Err(OriginError::Status { status, url: self.url.clone() });
+            return Err(OriginError::Status {
+                status,
+                url: self.url.clone(),
+            });
         }
         Ok(response)
     }
@@ -192,25 +219,46 @@ impl Origin {
 }
 
 /// Reads a body that must be exactly `expected` bytes.
-async fn read_body(response: reqwest::Response, url: &str, expected: u64) -> Result<Bytes, OriginError> {
+async fn read_body(
+    response: reqwest::Response,
+    url: &str,
+    expected: u64,
+) -> Result<Bytes, OriginError> {
     let capacity = usize::try_from(expected).unwrap_or(0);
     let mut buffer = BytesMut::with_capacity(capacity);
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|source| OriginError::Request { url: url.to_string(), source })?;
+        let chunk = chunk.map_err(|source| OriginError::Request {
+            url: url.to_string(),
+            source,
+        })?;
         if buffer.len() as u64 + chunk.len() as u64 > expected {
-            return Err(OriginError::ShortBody { url: url.to_string(), expected, actual: buffer.len() as u64 + chunk.len() as u64 });
+            return Err(OriginError::ShortBody {
+                url: url.to_string(),
+                expected,
+                actual: buffer.len() as u64 + chunk.len() as u64,
+            });
         }
         buffer.extend_from_slice(&chunk);
     }
     if buffer.len() as u64 != expected {
-        return Err(OriginError::ShortBody { url: url.to_string(), expected, actual: buffer.len() as u64 });
+        return Err(OriginError::ShortBody {
+            url: url.to_string(),
+            expected,
+            actual: buffer.len() as u64,
+        });
     }
     Ok(buffer.freeze())
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The total from `Content-Range: bytes 0-0/TOTAL`.
@@ -227,9 +275,15 @@ mod tests {
     #[test]
     fn parses_content_range_total() {
         let mut headers = HeaderMap::new();
-        headers.insert(http::header::CONTENT_RANGE, HeaderValue::from_static("bytes 0-0/12345"));
+        headers.insert(
+            http::header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 0-0/12345"),
+        );
         assert_eq!(content_range_total(&headers), Some(12345));
-        headers.insert(http::header::CONTENT_RANGE, HeaderValue::from_static("bytes 0-0/*"));
+        headers.insert(
+            http::header::CONTENT_RANGE,
+            HeaderValue::from_static("bytes 0-0/*"),
+        );
         assert_eq!(content_range_total(&headers), None);
     }
 

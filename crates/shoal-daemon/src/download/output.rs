@@ -10,7 +10,11 @@ use super::DownloadError;
 
 /// Copies `content` to `output` through a temporary file beside it, renamed on success; on
 /// failure `output` is untouched and the temporary file removed.
-pub(crate) async fn copy_atomically(content: &Path, output: &Path, length: u64) -> Result<(), DownloadError> {
+pub(crate) async fn copy_atomically(
+    content: &Path,
+    output: &Path,
+    length: u64,
+) -> Result<(), DownloadError> {
     let content = content.to_path_buf();
     let output = output.to_path_buf();
     tokio::task::spawn_blocking(move || copy_blocking(&content, &output, length))
@@ -23,17 +27,27 @@ fn copy_blocking(content: &Path, output: &Path, length: u64) -> Result<(), Downl
         let path = path.to_path_buf();
         move |source| DownloadError::Output { path, source }
     };
-    let parent = output.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = output.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let parent = output
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = output
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temp: PathBuf = parent.join(format!(".{name}.shoal-{}.tmp", std::process::id()));
     let result = (|| {
         let mut source = std::fs::File::open(content).map_err(error(content))?;
         let mut target = std::fs::File::create(&temp).map_err(error(&temp))?;
-        let copied = std::io::copy(&mut (&mut source).take(length), &mut target).map_err(error(&temp))?;
+        let copied =
+            std::io::copy(&mut (&mut source).take(length), &mut target).map_err(error(&temp))?;
         if copied != length {
             return Err(DownloadError::Output {
                 path: temp.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "content shorter than its length"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "content shorter than its length",
+                ),
             });
         }
         target.sync_all().map_err(error(&temp))?;
@@ -46,13 +60,19 @@ fn copy_blocking(content: &Path, output: &Path, length: u64) -> Result<(), Downl
 }
 
 /// Checks the whole content against the digest the user asked for.
-pub(crate) async fn verify_digest(content: &Path, expected: &ContentDigest) -> Result<(), DownloadError> {
+pub(crate) async fn verify_digest(
+    content: &Path,
+    expected: &ContentDigest,
+) -> Result<(), DownloadError> {
     let path = content.to_path_buf();
     let algorithm = expected.algorithm();
     let actual = tokio::task::spawn_blocking(move || hash_file(&path, algorithm))
         .await
         .map_err(|_| DownloadError::Cancelled)?
-        .map_err(|source| DownloadError::Output { path: content.to_path_buf(), source })?;
+        .map_err(|source| DownloadError::Output {
+            path: content.to_path_buf(),
+            source,
+        })?;
     if actual != expected.hex() {
         return Err(DownloadError::DigestMismatch {
             expected: expected.to_string(),

@@ -34,8 +34,15 @@ pub(crate) enum P2pOutcome {
 }
 
 enum SyncEvent {
-    Has { parent: usize, piece: PieceNumber, endpoint: SocketAddr },
-    Ended { parent: usize, failed: bool },
+    Has {
+        parent: usize,
+        piece: PieceNumber,
+        endpoint: SocketAddr,
+    },
+    Ended {
+        parent: usize,
+        failed: bool,
+    },
 }
 
 struct ParentState {
@@ -64,14 +71,27 @@ pub(crate) async fn fetch(
     let mut syncs = JoinSet::new();
     let mut states = Vec::new();
     for (index, parent) in parents.iter().enumerate() {
-        let Some(url) = parent_url(parent) else { continue };
-        states.push(ParentState { peer_id: PeerId::from_wire(parent.id.clone()), syncing: true, alive: true, load: 0, endpoint: None });
+        let Some(url) = parent_url(parent) else {
+            continue;
+        };
+        states.push(ParentState {
+            peer_id: PeerId::from_wire(parent.id.clone()),
+            syncing: true,
+            alive: true,
+            load: 0,
+            endpoint: None,
+        });
         let request = SyncPiecesRequest {
             host_id: context.engine.host.host_id.to_string(),
             task_id: context.task_id.to_string(),
             interested_piece_numbers: missing.iter().map(|piece| piece.get()).collect(),
         };
-        syncs.spawn(sync_parent(states.len() - 1, url, request, sync_sender.clone()));
+        syncs.spawn(sync_parent(
+            states.len() - 1,
+            url,
+            request,
+            sync_sender.clone(),
+        ));
         let _ = index;
     }
     drop(sync_sender);
@@ -84,7 +104,14 @@ pub(crate) async fn fetch(
     let mut deadline = Instant::now() + config.stall_timeout;
 
     loop {
-        dispatch(context, &mut states, &pending, &mut available, &mut dispatched, &mut in_flight);
+        dispatch(
+            context,
+            &mut states,
+            &pending,
+            &mut available,
+            &mut dispatched,
+            &mut in_flight,
+        );
         if pending.is_empty() {
             return Ok(P2pOutcome::Complete);
         }
@@ -160,11 +187,19 @@ fn dispatch(
         if dispatched.contains(piece) {
             continue;
         }
-        let Some(holders) = available.get_mut(piece) else { continue };
+        let Some(holders) = available.get_mut(piece) else {
+            continue;
+        };
         holders.retain(|index| states.get(*index).is_some_and(|state| state.alive));
-        let Some(&parent) = holders.iter().min_by_key(|index| states[**index].load) else { continue };
-        let Some(endpoint) = states[parent].endpoint else { continue };
-        let Some(range) = context.layout.piece_range(*piece) else { continue };
+        let Some(&parent) = holders.iter().min_by_key(|index| states[**index].load) else {
+            continue;
+        };
+        let Some(endpoint) = states[parent].endpoint else {
+            continue;
+        };
+        let Some(range) = context.layout.piece_range(*piece) else {
+            continue;
+        };
         states[parent].load += 1;
         dispatched.insert(*piece);
         let engine = context.engine.clone();
@@ -200,7 +235,9 @@ async fn handle_failure(
     err: FetchPieceError,
     reporter: &Reporter,
 ) {
-    let Some(state) = states.get_mut(parent) else { return };
+    let Some(state) = states.get_mut(parent) else {
+        return;
+    };
     if err.is_not_found() {
         if let Some(holders) = available.get_mut(&piece) {
             holders.retain(|index| *index != parent);
@@ -213,12 +250,14 @@ async fn handle_failure(
         context.engine.pieces.forget(endpoint);
     }
     reporter
-        .send(Request::DownloadPieceFailedRequest(DownloadPieceFailedRequest {
-            piece_number: Some(piece.get()),
-            parent_id: state.peer_id.to_string(),
-            // A corrupt parent is banned for the whole task; a lost one only for us.
-            temporary: !err.is_corrupt(),
-        }))
+        .send(Request::DownloadPieceFailedRequest(
+            DownloadPieceFailedRequest {
+                piece_number: Some(piece.get()),
+                parent_id: state.peer_id.to_string(),
+                // A corrupt parent is banned for the whole task; a lost one only for us.
+                temporary: !err.is_corrupt(),
+            },
+        ))
         .await;
 }
 
@@ -234,7 +273,11 @@ async fn report_finished(reporter: &Reporter, record: &PieceRecord, parent: &Pee
         cost: Some(shoal_protocol::convert::duration(Duration::ZERO)),
         created_at: Some(shoal_protocol::convert::timestamp(SystemTime::now())),
     };
-    reporter.send(Request::DownloadPieceFinishedRequest(DownloadPieceFinishedRequest { piece: Some(piece) })).await;
+    reporter
+        .send(Request::DownloadPieceFinishedRequest(
+            DownloadPieceFinishedRequest { piece: Some(piece) },
+        ))
+        .await;
 }
 
 /// `http://ip:port` of a parent's upload gRPC server, when the scheduler gave a usable address.
@@ -245,7 +288,12 @@ fn parent_url(parent: &Peer) -> Option<String> {
     Some(format!("http://{}", SocketAddr::new(ip, port)))
 }
 
-async fn sync_parent(parent: usize, url: String, request: SyncPiecesRequest, events: mpsc::Sender<SyncEvent>) {
+async fn sync_parent(
+    parent: usize,
+    url: String,
+    request: SyncPiecesRequest,
+    events: mpsc::Sender<SyncEvent>,
+) {
     let failed = match sync_stream(parent, &url, request, &events).await {
         Ok(()) => false,
         Err(status) => {
@@ -262,13 +310,24 @@ async fn sync_stream(
     request: SyncPiecesRequest,
     events: &mpsc::Sender<SyncEvent>,
 ) -> Result<(), tonic::Status> {
-    let channel = shoal_client::channel::connect(url).await.map_err(|err| tonic::Status::unavailable(err.to_string()))?;
-    let mut client = DfdaemonUploadClient::new(channel).max_decoding_message_size(shoal_protocol::MAX_GRPC_MESSAGE_BYTES);
+    let channel = shoal_client::channel::connect(url)
+        .await
+        .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+    let mut client = DfdaemonUploadClient::new(channel)
+        .max_decoding_message_size(shoal_protocol::MAX_GRPC_MESSAGE_BYTES);
     let mut stream = client.sync_pieces(request).await?.into_inner();
     while let Some(response) = stream.message().await? {
-        let Ok(ip) = response.ip.parse::<IpAddr>() else { continue };
-        let Some(port) = response.tcp_port.and_then(|port| u16::try_from(port).ok()) else { continue };
-        let event = SyncEvent::Has { parent, piece: PieceNumber::new(response.number), endpoint: SocketAddr::new(ip, port) };
+        let Ok(ip) = response.ip.parse::<IpAddr>() else {
+            continue;
+        };
+        let Some(port) = response.tcp_port.and_then(|port| u16::try_from(port).ok()) else {
+            continue;
+        };
+        let event = SyncEvent::Has {
+            parent,
+            piece: PieceNumber::new(response.number),
+            endpoint: SocketAddr::new(ip, port),
+        };
         if events.send(event).await.is_err() {
             return Ok(());
         }

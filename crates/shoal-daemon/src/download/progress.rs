@@ -22,9 +22,16 @@ pub(crate) enum PieceSource {
 #[derive(Debug, Clone)]
 pub(crate) enum DownloadEvent {
     /// The layout is known; `local_pieces` were already stored.
-    Started { task_id: TaskId, content_length: u64, local_pieces: Vec<PieceRecord> },
+    Started {
+        task_id: TaskId,
+        content_length: u64,
+        local_pieces: Vec<PieceRecord>,
+    },
     /// A piece was verified and stored.
-    Piece { record: PieceRecord, source: PieceSource },
+    Piece {
+        record: PieceRecord,
+        source: PieceSource,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -35,8 +42,16 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    pub(crate) fn new(entry: Arc<TaskEntry>, events: mpsc::Sender<DownloadEvent>, metrics: Metrics) -> Self {
-        Self { entry, events, metrics }
+    pub(crate) fn new(
+        entry: Arc<TaskEntry>,
+        events: mpsc::Sender<DownloadEvent>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            entry,
+            events,
+            metrics,
+        }
     }
 
     /// Records a stored piece; the requester going away does not stop the download.
@@ -47,6 +62,9 @@ impl Progress {
             PieceSource::Parent(_) => self.metrics.downloaded(Source::Parent, record.length),
             PieceSource::Local => {}
         }
-        let _ = self.events.send(DownloadEvent::Piece { record, source }).await;
+        let _ = self
+            .events
+            .send(DownloadEvent::Piece { record, source })
+            .await;
     }
 }

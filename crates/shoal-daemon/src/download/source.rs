@@ -31,11 +31,20 @@ pub(crate) async fn fetch(
     reporter: &Reporter,
 ) -> Result<(), DownloadError> {
     let mut pieces = missing.iter().copied();
-    let Some(first) = pieces.next() else { return Ok(()) };
+    let Some(first) = pieces.next() else {
+        return Ok(());
+    };
     let range = piece_range(context, first)?;
-    match context.origin.fetch_range(range).await.map_err(DownloadError::Origin)? {
+    match context
+        .origin
+        .fetch_range(range)
+        .await
+        .map_err(DownloadError::Origin)?
+    {
         PieceBody::Range(bytes) => store(context, first, bytes, reporter).await?,
-        PieceBody::Whole(response) => return stream_whole(context, response, missing, reporter).await,
+        PieceBody::Whole(response) => {
+            return stream_whole(context, response, missing, reporter).await
+        }
     }
     let mut in_flight = JoinSet::new();
     let limit = context.engine.config.concurrent_pieces;
@@ -55,8 +64,14 @@ pub(crate) async fn fetch(
 
 type Fetched = (PieceNumber, Result<Bytes, OriginError>);
 
-async fn join_one(context: &TaskContext, in_flight: &mut JoinSet<Fetched>, reporter: &Reporter) -> Result<(), DownloadError> {
-    let Some(joined) = in_flight.join_next().await else { return Ok(()) };
+async fn join_one(
+    context: &TaskContext,
+    in_flight: &mut JoinSet<Fetched>,
+    reporter: &Reporter,
+) -> Result<(), DownloadError> {
+    let Some(joined) = in_flight.join_next().await else {
+        return Ok(());
+    };
     let (piece, result) = joined.map_err(|_| DownloadError::Cancelled)?;
     let bytes = result.map_err(DownloadError::Origin)?;
     store(context, piece, bytes, reporter).await
@@ -70,12 +85,19 @@ async fn fetch_one(origin: super::origin::Origin, range: ByteRange) -> Result<By
     }
 }
 
-async fn slice_of_whole(response: reqwest::Response, range: ByteRange, url: &str) -> Result<Bytes, OriginError> {
+async fn slice_of_whole(
+    response: reqwest::Response,
+    range: ByteRange,
+    url: &str,
+) -> Result<Bytes, OriginError> {
     let mut stream = response.bytes_stream();
     let mut position = 0u64;
     let mut buffer = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|source| OriginError::Request { url: url.to_string(), source })?;
+        let chunk = chunk.map_err(|source| OriginError::Request {
+            url: url.to_string(),
+            source,
+        })?;
         let chunk_range = ByteRange::new(position, position + chunk.len() as u64);
         if chunk_range.overlaps(&range) {
             let start = range.start.max(position) - position;
@@ -87,7 +109,11 @@ async fn slice_of_whole(response: reqwest::Response, range: ByteRange, url: &str
             return Ok(buffer.freeze());
         }
     }
-    Err(OriginError::ShortBody { url: url.to_string(), expected: range.end, actual: position })
+    Err(OriginError::ShortBody {
+        url: url.to_string(),
+        expected: range.end,
+        actual: position,
+    })
 }
 
 /// Cuts a full-body response into pieces, storing the missing ones.
@@ -104,13 +130,24 @@ async fn stream_whole(
     let mut buffer = BytesMut::new();
     let mut received = 0u64;
     while let Some(chunk) = stream.next().await {
-        let mut chunk = chunk.map_err(|source| DownloadError::Origin(OriginError::Request { url: url.clone(), source }))?;
+        let mut chunk = chunk.map_err(|source| {
+            DownloadError::Origin(OriginError::Request {
+                url: url.clone(),
+                source,
+            })
+        })?;
         received += chunk.len() as u64;
         if received > layout.content_length() {
-            return Err(DownloadError::Origin(OriginError::ShortBody { url, expected: layout.content_length(), actual: received }));
+            return Err(DownloadError::Origin(OriginError::ShortBody {
+                url,
+                expected: layout.content_length(),
+                actual: received,
+            }));
         }
         while !chunk.is_empty() {
-            let Some(range) = layout.piece_range(piece) else { break };
+            let Some(range) = layout.piece_range(piece) else {
+                break;
+            };
             let want = (range.len() - buffer.len() as u64) as usize;
             let take = want.min(chunk.len());
             buffer.extend_from_slice(&chunk.split_to(take));
@@ -124,13 +161,28 @@ async fn stream_whole(
         }
     }
     if received != layout.content_length() {
-        return Err(DownloadError::Origin(OriginError::ShortBody { url, expected: layout.content_length(), actual: received }));
+        return Err(DownloadError::Origin(OriginError::ShortBody {
+            url,
+            expected: layout.content_length(),
+            actual: received,
+        }));
     }
     Ok(())
 }
 
-async fn store(context: &TaskContext, piece: PieceNumber, bytes: Bytes, reporter: &Reporter) -> Result<(), DownloadError> {
-    let record = context.engine.tasks.store().write_piece(&context.task_id, piece, bytes).await.map_err(DownloadError::Store)?;
+async fn store(
+    context: &TaskContext,
+    piece: PieceNumber,
+    bytes: Bytes,
+    reporter: &Reporter,
+) -> Result<(), DownloadError> {
+    let record = context
+        .engine
+        .tasks
+        .store()
+        .write_piece(&context.task_id, piece, bytes)
+        .await
+        .map_err(DownloadError::Store)?;
     let wire = Piece {
         number: record.number.get(),
         parent_id: None,
@@ -143,17 +195,21 @@ async fn store(context: &TaskContext, piece: PieceNumber, bytes: Bytes, reporter
         created_at: Some(shoal_protocol::convert::timestamp(SystemTime::now())),
     };
     reporter
-        .send(Request::DownloadPieceBackToSourceFinishedRequest(DownloadPieceBackToSourceFinishedRequest { piece: Some(wire) }))
+        .send(Request::DownloadPieceBackToSourceFinishedRequest(
+            DownloadPieceBackToSourceFinishedRequest { piece: Some(wire) },
+        ))
         .await;
-    context.progress.piece_done(record, PieceSource::Origin).await;
+    context
+        .progress
+        .piece_done(record, PieceSource::Origin)
+        .await;
     Ok(())
 }
 
 fn piece_range(context: &TaskContext, piece: PieceNumber) -> Result<ByteRange, DownloadError> {
-    context
-        .layout
-        .piece_range(piece)
-        .ok_or_else(|| DownloadError::InvalidRequest(format!("piece {piece} is beyond the end of the task")))
+    context.layout.piece_range(piece).ok_or_else(|| {
+        DownloadError::InvalidRequest(format!("piece {piece} is beyond the end of the task"))
+    })
 }
 
 /// Downloads content of unknown length: spool the body to disk, then import it as pieces.
@@ -166,7 +222,10 @@ pub(crate) async fn import_unknown_length(
 ) -> Result<(PieceLayout, Vec<PieceRecord>), DownloadError> {
     let store = engine.tasks.store();
     let spool_path = store.content_path(task_id).with_extension("spool");
-    let spool_error = |source| DownloadError::Output { path: spool_path.clone(), source };
+    let spool_error = |source| DownloadError::Output {
+        path: spool_path.clone(),
+        source,
+    };
     let mut spool = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -178,29 +237,57 @@ pub(crate) async fn import_unknown_length(
         let mut stream = response.bytes_stream();
         let mut length = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| DownloadError::Origin(OriginError::Request { url: download.url.clone(), source }))?;
+            let chunk = chunk.map_err(|source| {
+                DownloadError::Origin(OriginError::Request {
+                    url: download.url.clone(),
+                    source,
+                })
+            })?;
             spool.write_all(&chunk).map_err(spool_error)?;
             length += chunk.len() as u64;
         }
         engine.metrics.downloaded(Source::Origin, length);
         let layout = match download.piece_length {
-            Some(piece_length) if piece_length > 0 => PieceLayout::with_piece_length(length, piece_length),
+            Some(piece_length) if piece_length > 0 => {
+                PieceLayout::with_piece_length(length, piece_length)
+            }
             _ => PieceLayout::for_content_length(length),
         };
-        let state = store.prepare_task(task_id, layout).await.map_err(DownloadError::Store)?;
-        let _ = events.send(DownloadEvent::Started { task_id: task_id.clone(), content_length: length, local_pieces: Vec::new() }).await;
+        let state = store
+            .prepare_task(task_id, layout)
+            .await
+            .map_err(DownloadError::Store)?;
+        let _ = events
+            .send(DownloadEvent::Started {
+                task_id: task_id.clone(),
+                content_length: length,
+                local_pieces: Vec::new(),
+            })
+            .await;
         let mut records = Vec::new();
         for piece in layout.pieces() {
             if let Some(record) = state.pieces.get(&piece) {
                 records.push(*record);
                 continue;
             }
-            let range = layout.piece_range(piece).expect("pieces() yields pieces inside the layout");
+            let range = layout
+                .piece_range(piece)
+                .expect("pieces() yields pieces inside the layout");
             let mut buffer = vec![0u8; range.len() as usize];
-            spool.seek(SeekFrom::Start(range.start)).map_err(spool_error)?;
+            spool
+                .seek(SeekFrom::Start(range.start))
+                .map_err(spool_error)?;
             spool.read_exact(&mut buffer).map_err(spool_error)?;
-            let record = store.write_piece(task_id, piece, Bytes::from(buffer)).await.map_err(DownloadError::Store)?;
-            let _ = events.send(DownloadEvent::Piece { record, source: PieceSource::Origin }).await;
+            let record = store
+                .write_piece(task_id, piece, Bytes::from(buffer))
+                .await
+                .map_err(DownloadError::Store)?;
+            let _ = events
+                .send(DownloadEvent::Piece {
+                    record,
+                    source: PieceSource::Origin,
+                })
+                .await;
             records.push(record);
         }
         Ok((layout, records))

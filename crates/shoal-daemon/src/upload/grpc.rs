@@ -104,7 +104,13 @@ impl DfdaemonUpload for UploadService {
             .download
             .ok_or_else(|| ErrorCode::InvalidArgument.status("download is missing"))?;
         tracing::info!(url = %download.url, "download triggered by a remote caller");
-        Ok(Response::new(stream::download_task(&self.engine, &self.tracker, download, None, &self.cancel)))
+        Ok(Response::new(stream::download_task(
+            &self.engine,
+            &self.tracker,
+            download,
+            None,
+            &self.cancel,
+        )))
     }
 
     async fn sync_pieces(
@@ -124,7 +130,12 @@ impl DfdaemonUpload for UploadService {
         let interested: BTreeSet<PieceNumber> = if request.interested_piece_numbers.is_empty() {
             entry.layout.pieces().collect()
         } else {
-            request.interested_piece_numbers.iter().copied().map(PieceNumber::new).collect()
+            request
+                .interested_piece_numbers
+                .iter()
+                .copied()
+                .map(PieceNumber::new)
+                .collect()
         };
         let (sender, receiver) = mpsc::channel(64);
         let ip = self.ip.to_string();
@@ -176,10 +187,15 @@ impl DfdaemonUpload for UploadService {
         &self,
         request: Request<dfdaemon::StatTaskRequest>,
     ) -> Result<Response<common::Task>, Status> {
-        Ok(Response::new(stat_task(&self.engine, &request.into_inner().task_id).await?))
+        Ok(Response::new(
+            stat_task(&self.engine, &request.into_inner().task_id).await?,
+        ))
     }
 
-    async fn delete_task(&self, request: Request<dfdaemon::DeleteTaskRequest>) -> Result<Response<()>, Status> {
+    async fn delete_task(
+        &self,
+        request: Request<dfdaemon::DeleteTaskRequest>,
+    ) -> Result<Response<()>, Status> {
         delete_task(&self.engine, &request.into_inner().task_id).await?;
         Ok(Response::new(()))
     }
@@ -188,61 +204,116 @@ impl DfdaemonUpload for UploadService {
     type SyncCachePiecesStream = Unserved<dfdaemon::SyncCachePiecesResponse>;
     type DownloadPersistentTaskStream = Unserved<dfdaemon::DownloadPersistentTaskResponse>;
     type SyncPersistentPiecesStream = Unserved<dfdaemon::SyncPersistentPiecesResponse>;
-    type DownloadPersistentCacheTaskStream = Unserved<dfdaemon::DownloadPersistentCacheTaskResponse>;
+    type DownloadPersistentCacheTaskStream =
+        Unserved<dfdaemon::DownloadPersistentCacheTaskResponse>;
     type SyncPersistentCachePiecesStream = Unserved<dfdaemon::SyncPersistentCachePiecesResponse>;
     type SyncHostStream = Unserved<common::Host>;
-    async fn stat_local_task(&self, _request: Request<dfdaemon::StatLocalTaskRequest>) -> Result<Response<dfdaemon::StatLocalTaskResponse>, Status> {
+    async fn stat_local_task(
+        &self,
+        _request: Request<dfdaemon::StatLocalTaskRequest>,
+    ) -> Result<Response<dfdaemon::StatLocalTaskResponse>, Status> {
         Err(unserved("stat_local_task"))
     }
-    async fn list_task_entries(&self, _request: Request<dfdaemon::ListTaskEntriesRequest>) -> Result<Response<dfdaemon::ListTaskEntriesResponse>, Status> {
+    async fn list_task_entries(
+        &self,
+        _request: Request<dfdaemon::ListTaskEntriesRequest>,
+    ) -> Result<Response<dfdaemon::ListTaskEntriesResponse>, Status> {
         Err(unserved("list_task_entries"))
     }
-    async fn download_cache_task(&self, _request: Request<dfdaemon::DownloadCacheTaskRequest>) -> Result<Response<Self::DownloadCacheTaskStream>, Status> {
+    async fn download_cache_task(
+        &self,
+        _request: Request<dfdaemon::DownloadCacheTaskRequest>,
+    ) -> Result<Response<Self::DownloadCacheTaskStream>, Status> {
         Err(unserved("download_cache_task"))
     }
-    async fn stat_cache_task(&self, _request: Request<dfdaemon::StatCacheTaskRequest>) -> Result<Response<common::CacheTask>, Status> {
+    async fn stat_cache_task(
+        &self,
+        _request: Request<dfdaemon::StatCacheTaskRequest>,
+    ) -> Result<Response<common::CacheTask>, Status> {
         Err(unserved("stat_cache_task"))
     }
-    async fn delete_cache_task(&self, _request: Request<dfdaemon::DeleteCacheTaskRequest>) -> Result<Response<()>, Status> {
+    async fn delete_cache_task(
+        &self,
+        _request: Request<dfdaemon::DeleteCacheTaskRequest>,
+    ) -> Result<Response<()>, Status> {
         Err(unserved("delete_cache_task"))
     }
-    async fn sync_cache_pieces(&self, _request: Request<dfdaemon::SyncCachePiecesRequest>) -> Result<Response<Self::SyncCachePiecesStream>, Status> {
+    async fn sync_cache_pieces(
+        &self,
+        _request: Request<dfdaemon::SyncCachePiecesRequest>,
+    ) -> Result<Response<Self::SyncCachePiecesStream>, Status> {
         Err(unserved("sync_cache_pieces"))
     }
-    async fn download_cache_piece(&self, _request: Request<dfdaemon::DownloadCachePieceRequest>) -> Result<Response<dfdaemon::DownloadCachePieceResponse>, Status> {
+    async fn download_cache_piece(
+        &self,
+        _request: Request<dfdaemon::DownloadCachePieceRequest>,
+    ) -> Result<Response<dfdaemon::DownloadCachePieceResponse>, Status> {
         Err(unserved("download_cache_piece"))
     }
-    async fn download_persistent_task(&self, _request: Request<dfdaemon::DownloadPersistentTaskRequest>) -> Result<Response<Self::DownloadPersistentTaskStream>, Status> {
+    async fn download_persistent_task(
+        &self,
+        _request: Request<dfdaemon::DownloadPersistentTaskRequest>,
+    ) -> Result<Response<Self::DownloadPersistentTaskStream>, Status> {
         Err(unserved("download_persistent_task"))
     }
-    async fn sync_persistent_pieces(&self, _request: Request<dfdaemon::SyncPersistentPiecesRequest>) -> Result<Response<Self::SyncPersistentPiecesStream>, Status> {
+    async fn sync_persistent_pieces(
+        &self,
+        _request: Request<dfdaemon::SyncPersistentPiecesRequest>,
+    ) -> Result<Response<Self::SyncPersistentPiecesStream>, Status> {
         Err(unserved("sync_persistent_pieces"))
     }
-    async fn update_persistent_task(&self, _request: Request<dfdaemon::UpdatePersistentTaskRequest>) -> Result<Response<()>, Status> {
+    async fn update_persistent_task(
+        &self,
+        _request: Request<dfdaemon::UpdatePersistentTaskRequest>,
+    ) -> Result<Response<()>, Status> {
         Err(unserved("update_persistent_task"))
     }
-    async fn stat_persistent_task(&self, _request: Request<dfdaemon::StatPersistentTaskRequest>) -> Result<Response<common::PersistentTask>, Status> {
+    async fn stat_persistent_task(
+        &self,
+        _request: Request<dfdaemon::StatPersistentTaskRequest>,
+    ) -> Result<Response<common::PersistentTask>, Status> {
         Err(unserved("stat_persistent_task"))
     }
-    async fn delete_persistent_task(&self, _request: Request<dfdaemon::DeletePersistentTaskRequest>) -> Result<Response<()>, Status> {
+    async fn delete_persistent_task(
+        &self,
+        _request: Request<dfdaemon::DeletePersistentTaskRequest>,
+    ) -> Result<Response<()>, Status> {
         Err(unserved("delete_persistent_task"))
     }
-    async fn download_persistent_cache_task(&self, _request: Request<dfdaemon::DownloadPersistentCacheTaskRequest>) -> Result<Response<Self::DownloadPersistentCacheTaskStream>, Status> {
+    async fn download_persistent_cache_task(
+        &self,
+        _request: Request<dfdaemon::DownloadPersistentCacheTaskRequest>,
+    ) -> Result<Response<Self::DownloadPersistentCacheTaskStream>, Status> {
         Err(unserved("download_persistent_cache_task"))
     }
-    async fn update_persistent_cache_task(&self, _request: Request<dfdaemon::UpdatePersistentCacheTaskRequest>) -> Result<Response<()>, Status> {
+    async fn update_persistent_cache_task(
+        &self,
+        _request: Request<dfdaemon::UpdatePersistentCacheTaskRequest>,
+    ) -> Result<Response<()>, Status> {
         Err(unserved("update_persistent_cache_task"))
     }
-    async fn stat_persistent_cache_task(&self, _request: Request<dfdaemon::StatPersistentCacheTaskRequest>) -> Result<Response<common::PersistentCacheTask>, Status> {
+    async fn stat_persistent_cache_task(
+        &self,
+        _request: Request<dfdaemon::StatPersistentCacheTaskRequest>,
+    ) -> Result<Response<common::PersistentCacheTask>, Status> {
         Err(unserved("stat_persistent_cache_task"))
     }
-    async fn delete_persistent_cache_task(&self, _request: Request<dfdaemon::DeletePersistentCacheTaskRequest>) -> Result<Response<()>, Status> {
+    async fn delete_persistent_cache_task(
+        &self,
+        _request: Request<dfdaemon::DeletePersistentCacheTaskRequest>,
+    ) -> Result<Response<()>, Status> {
         Err(unserved("delete_persistent_cache_task"))
     }
-    async fn sync_persistent_cache_pieces(&self, _request: Request<dfdaemon::SyncPersistentCachePiecesRequest>) -> Result<Response<Self::SyncPersistentCachePiecesStream>, Status> {
+    async fn sync_persistent_cache_pieces(
+        &self,
+        _request: Request<dfdaemon::SyncPersistentCachePiecesRequest>,
+    ) -> Result<Response<Self::SyncPersistentCachePiecesStream>, Status> {
         Err(unserved("sync_persistent_cache_pieces"))
     }
-    async fn sync_host(&self, _request: Request<dfdaemon::SyncHostRequest>) -> Result<Response<Self::SyncHostStream>, Status> {
+    async fn sync_host(
+        &self,
+        _request: Request<dfdaemon::SyncHostRequest>,
+    ) -> Result<Response<Self::SyncHostStream>, Status> {
         Err(unserved("sync_host"))
     }
 }

@@ -14,20 +14,30 @@ pub(crate) struct RateLimiter {
 
 impl RateLimiter {
     pub(crate) fn new(rate: u64) -> Self {
-        Self { rate: rate.max(1), state: Mutex::new((rate as f64, Instant::now())) }
+        Self {
+            rate: rate.max(1),
+            state: Mutex::new((rate as f64, Instant::now())),
+        }
     }
 
     /// Waits until `bytes` may be sent.
     pub(crate) async fn acquire(&self, bytes: u64) {
         let wait = {
-            let mut state = self.state.lock().expect("rate limiter lock is never poisoned");
+            let mut state = self
+                .state
+                .lock()
+                .expect("rate limiter lock is never poisoned");
             let now = Instant::now();
             let (tokens, last) = &mut *state;
             let rate = self.rate as f64;
             *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate);
             *last = now;
             *tokens -= bytes as f64;
-            if *tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-*tokens / rate) }
+            if *tokens >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-*tokens / rate)
+            }
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;

@@ -44,7 +44,12 @@ enum ServePieceError {
 
 impl PieceServer {
     /// Accepts connections until cancelled.
-    pub(crate) async fn serve(self, listener: TcpListener, cancel: CancellationToken, tracker: TaskTracker) {
+    pub(crate) async fn serve(
+        self,
+        listener: TcpListener,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) {
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -69,7 +74,11 @@ impl PieceServer {
         }
     }
 
-    async fn connection(&self, mut stream: TcpStream, cancel: CancellationToken) -> Result<(), ServePieceError> {
+    async fn connection(
+        &self,
+        mut stream: TcpStream,
+        cancel: CancellationToken,
+    ) -> Result<(), ServePieceError> {
         stream.set_nodelay(true)?;
         loop {
             let packet = tokio::select! {
@@ -82,7 +91,10 @@ impl PieceServer {
                 },
             };
             match packet {
-                Packet::DownloadPiece { task_id, piece_number } => {
+                Packet::DownloadPiece {
+                    task_id,
+                    piece_number,
+                } => {
                     // Shutdown drops the connection even mid-piece; the child tries elsewhere.
                     tokio::select! {
                         biased;
@@ -92,17 +104,32 @@ impl PieceServer {
                 }
                 Packet::Close => return Ok(()),
                 Packet::Unsupported { tag } => {
-                    vortex::write_error(&mut stream, ErrorCode::InvalidArgument, &format!("tag {tag} is not served")).await?;
+                    vortex::write_error(
+                        &mut stream,
+                        ErrorCode::InvalidArgument,
+                        &format!("tag {tag} is not served"),
+                    )
+                    .await?;
                 }
                 Packet::PieceContent(_) | Packet::Error { .. } => {
-                    vortex::write_error(&mut stream, ErrorCode::InvalidArgument, "unexpected packet from a client").await?;
+                    vortex::write_error(
+                        &mut stream,
+                        ErrorCode::InvalidArgument,
+                        "unexpected packet from a client",
+                    )
+                    .await?;
                     return Ok(());
                 }
             }
         }
     }
 
-    async fn serve_piece(&self, stream: &mut TcpStream, task_id: &str, number: u32) -> Result<(), ServePieceError> {
+    async fn serve_piece(
+        &self,
+        stream: &mut TcpStream,
+        task_id: &str,
+        number: u32,
+    ) -> Result<(), ServePieceError> {
         let not_found = format!("piece {task_id}-{number} not found");
         let Ok(task) = task_id.parse::<TaskId>() else {
             vortex::write_error(stream, ErrorCode::InvalidArgument, "invalid task id").await?;
@@ -134,7 +161,11 @@ impl PieceServer {
                 return Ok(());
             }
         };
-        let _slot = self.slots.acquire().await.expect("the upload semaphore is never closed");
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("the upload semaphore is never closed");
         if let Some(rate) = &self.rate {
             rate.acquire(record.length).await;
         }
@@ -148,7 +179,9 @@ impl PieceServer {
             cost: Duration::ZERO,
             created_at: PieceInfo::unix_seconds(SystemTime::now()),
         };
-        stream.write_all(&vortex::encode_piece_content(&info)).await?;
+        stream
+            .write_all(&vortex::encode_piece_content(&info))
+            .await?;
         send_file(stream, &file, record.offset, record.length).await?;
         self.metrics.uploaded(record.length);
         Ok(())
@@ -156,17 +189,34 @@ impl PieceServer {
 }
 
 /// Sends `length` bytes of `file` from `offset` with `sendfile(2)`, waiting for socket space.
-async fn send_file(stream: &TcpStream, file: &std::fs::File, offset: u64, length: u64) -> std::io::Result<()> {
-    let mut position = i64::try_from(offset).map_err(|_| std::io::Error::other("offset too large"))?;
-    let mut remaining = usize::try_from(length).map_err(|_| std::io::Error::other("length too large"))?;
+async fn send_file(
+    stream: &TcpStream,
+    file: &std::fs::File,
+    offset: u64,
+    length: u64,
+) -> std::io::Result<()> {
+    let mut position =
+        i64::try_from(offset).map_err(|_| std::io::Error::other("offset too large"))?;
+    let mut remaining =
+        usize::try_from(length).map_err(|_| std::io::Error::other("length too large"))?;
     while remaining > 0 {
         stream.writable().await?;
         let sent = stream.try_io(Interest::WRITABLE, || {
-            nix::sys::sendfile::sendfile64(stream.as_fd(), file.as_fd(), Some(&mut position), remaining)
-                .map_err(std::io::Error::from)
+            nix::sys::sendfile::sendfile64(
+                stream.as_fd(),
+                file.as_fd(),
+                Some(&mut position),
+                remaining,
+            )
+            .map_err(std::io::Error::from)
         });
         match sent {
-            Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "content file is shorter than the piece")),
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "content file is shorter than the piece",
+                ))
+            }
             Ok(sent) => remaining -= sent,
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(err) => return Err(err),

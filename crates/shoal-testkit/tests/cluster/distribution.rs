@@ -14,7 +14,14 @@ async fn distribute(size: usize, seed: u64) {
     let content = random_bytes(size, seed);
     let expected = sha256_hex(&content);
     let url = origin.add("blob", content);
-    let cluster = Arc::new(TestCluster::builder().seed(true).daemons(3).start().await.unwrap());
+    let cluster = Arc::new(
+        TestCluster::builder()
+            .seed(true)
+            .daemons(3)
+            .start()
+            .await
+            .unwrap(),
+    );
 
     // All three at once: the scheduler must make them share instead of each hitting the origin.
     let mut gets = Vec::new();
@@ -24,19 +31,36 @@ async fn distribute(size: usize, seed: u64) {
         gets.push(tokio::spawn(async move { cluster.get(index, &url).await }));
     }
     for (index, get) in gets.into_iter().enumerate() {
-        let fetched = get.await.unwrap().unwrap_or_else(|err| panic!("daemon {index} failed: {err:#}"));
+        let fetched = get
+            .await
+            .unwrap()
+            .unwrap_or_else(|err| panic!("daemon {index} failed: {err:#}"));
         assert_eq!(fetched.bytes.len(), size, "daemon {index} length");
-        assert_eq!(sha256_hex(&fetched.bytes), expected, "daemon {index} sha256");
+        assert_eq!(
+            sha256_hex(&fetched.bytes),
+            expected,
+            "daemon {index} sha256"
+        );
         assert_eq!(fetched.summary.content_length, size as u64);
         if size > 0 {
-            assert!(fetched.summary.from_parents > 0, "daemon {index} got nothing from parents: {:?}", fetched.summary);
+            assert!(
+                fetched.summary.from_parents > 0,
+                "daemon {index} got nothing from parents: {:?}",
+                fetched.summary
+            );
             assert!(download_bytes(&cluster.metrics(index), "parent") > 0);
         }
     }
     let served = origin.served("blob");
-    assert!(served as f64 <= size as f64 * 1.05, "origin served {served} bytes for a {size} byte blob");
+    assert!(
+        served as f64 <= size as f64 * 1.05,
+        "origin served {served} bytes for a {size} byte blob"
+    );
     if size > 0 {
-        assert!(download_bytes(&cluster.seed_metrics(), "origin") > 0, "the seed did not go to the origin");
+        assert!(
+            download_bytes(&cluster.seed_metrics(), "origin") > 0,
+            "the seed did not go to the origin"
+        );
     }
 }
 
@@ -76,7 +100,14 @@ async fn without_seed_one_peer_goes_back_to_source() {
     let origin = FakeOrigin::start().await.unwrap();
     let content = random_bytes(20 * MIB, 7);
     let url = origin.add("blob", content.clone());
-    let cluster = Arc::new(TestCluster::builder().daemons(3).scheduler(|config| config.max_back_to_source_peers = 1).start().await.unwrap());
+    let cluster = Arc::new(
+        TestCluster::builder()
+            .daemons(3)
+            .scheduler(|config| config.max_back_to_source_peers = 1)
+            .start()
+            .await
+            .unwrap(),
+    );
     let mut gets = Vec::new();
     for index in 0..3 {
         let cluster = cluster.clone();
@@ -89,6 +120,10 @@ async fn without_seed_one_peer_goes_back_to_source() {
         assert_eq!(sha256_hex(&fetched.bytes), sha256_hex(&content));
         from_origin += fetched.summary.from_origin;
     }
-    assert_eq!(from_origin, content.len() as u64, "exactly one copy came from the origin");
+    assert_eq!(
+        from_origin,
+        content.len() as u64,
+        "exactly one copy came from the origin"
+    );
     assert!(origin.served("blob") as f64 <= content.len() as f64 * 1.05);
 }

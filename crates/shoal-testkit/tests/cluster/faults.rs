@@ -22,23 +22,47 @@ async fn corrupt_parent_is_detected_and_avoided() {
     let first = cluster.get(0, &url).await.unwrap();
     assert_eq!(sha256_hex(&first.bytes), sha256_hex(&content));
     // Flip bytes inside piece 1 of daemon 0's stored content.
-    let content_dir = cluster.daemons[0].config.data_dir.join("store").join("content");
-    let stored = std::fs::read_dir(&content_dir).unwrap().next().unwrap().unwrap().path();
+    let content_dir = cluster.daemons[0]
+        .config
+        .data_dir
+        .join("store")
+        .join("content");
+    let stored = std::fs::read_dir(&content_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut bytes = std::fs::read(&stored).unwrap();
     bytes[5 * MIB] ^= 0xff;
     std::fs::write(&stored, bytes).unwrap();
 
     let second = cluster.get(1, &url).await.unwrap();
-    assert_eq!(sha256_hex(&second.bytes), sha256_hex(&content), "child stored corrupt bytes");
+    assert_eq!(
+        sha256_hex(&second.bytes),
+        sha256_hex(&content),
+        "child stored corrupt bytes"
+    );
     assert!(second.summary.from_parents > 0, "{:?}", second.summary);
-    assert_eq!(second.summary.from_origin, 4 * MIB as u64, "only the corrupt piece came from the origin");
+    assert_eq!(
+        second.summary.from_origin,
+        4 * MIB as u64,
+        "only the corrupt piece came from the origin"
+    );
 
-    let corrupt_host = format!("{}-{}-", cluster.daemons[0].config.ip, cluster.daemons[0].config.hostname);
+    let corrupt_host = format!(
+        "{}-{}-",
+        cluster.daemons[0].config.ip, cluster.daemons[0].config.hostname
+    );
     let third = cluster.get(2, &url).await.unwrap();
     assert_eq!(sha256_hex(&third.bytes), sha256_hex(&content));
     assert!(third.summary.from_parents > 0);
     assert!(
-        third.summary.parents.iter().all(|parent| !parent.starts_with(&corrupt_host)),
+        third
+            .summary
+            .parents
+            .iter()
+            .all(|parent| !parent.starts_with(&corrupt_host)),
         "the corrupt parent was offered again: {:?}",
         third.summary.parents
     );
@@ -86,18 +110,45 @@ async fn parent_killed_mid_transfer() {
 async fn assert_origin_failure(behaviour: Behaviour, expected: &str) {
     let origin = FakeOrigin::start().await.unwrap();
     let url = origin.add_with("blob", random_bytes(6 * MIB, 13), behaviour);
-    let cluster = TestCluster::builder().daemons(1).configure(|_, config| config.download.origin_retries = 2).start().await.unwrap();
+    let cluster = TestCluster::builder()
+        .daemons(1)
+        .configure(|_, config| config.download.origin_retries = 2)
+        .start()
+        .await
+        .unwrap();
     let path = cluster.output_path();
-    let options = shoal_cli::get::GetOptions { url: url.clone(), output: path.clone(), socket: cluster.daemons[0].config.socket.clone(), no_progress: true, ..Default::default() };
+    let options = shoal_cli::get::GetOptions {
+        url: url.clone(),
+        output: path.clone(),
+        socket: cluster.daemons[0].config.socket.clone(),
+        no_progress: true,
+        ..Default::default()
+    };
     let err = shoal_cli::get::get(&options).await.unwrap_err();
     let message = err.to_string();
-    assert!(message.contains(expected), "error {message:?} does not mention {expected:?}");
-    assert!(!message.contains('\n'), "error is not one line: {message:?}");
+    assert!(
+        message.contains(expected),
+        "error {message:?} does not mention {expected:?}"
+    );
+    assert!(
+        !message.contains('\n'),
+        "error is not one line: {message:?}"
+    );
     assert!(!path.exists(), "a file was left at the output path");
-    let leftovers: Vec<_> = std::fs::read_dir(cluster.dir()).unwrap().filter_map(Result::ok).filter(|entry| entry.file_name().to_string_lossy().contains(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(cluster.dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-    let content_dir = cluster.daemons[0].config.data_dir.join("store").join("content");
-    let cached = std::fs::read_dir(&content_dir).map(|entries| entries.count()).unwrap_or(0);
+    let content_dir = cluster.daemons[0]
+        .config
+        .data_dir
+        .join("store")
+        .join("content");
+    let cached = std::fs::read_dir(&content_dir)
+        .map(|entries| entries.count())
+        .unwrap_or(0);
     assert_eq!(cached, 0, "something was cached after the failure");
 }
 
@@ -123,7 +174,11 @@ async fn assert_correct_through(behaviour: Behaviour) {
     let cluster = TestCluster::builder().daemons(2).start().await.unwrap();
     for index in 0..2 {
         let fetched = cluster.get(index, &url).await.unwrap();
-        assert_eq!(sha256_hex(&fetched.bytes), sha256_hex(&content), "daemon {index}");
+        assert_eq!(
+            sha256_hex(&fetched.bytes),
+            sha256_hex(&content),
+            "daemon {index}"
+        );
     }
 }
 
@@ -152,6 +207,9 @@ async fn digest_mismatch_leaves_no_file() {
         ..Default::default()
     };
     let message = shoal_cli::get::get(&options).await.unwrap_err().to_string();
-    assert!(message.starts_with("digest mismatch: expected sha256:000"), "{message}");
+    assert!(
+        message.starts_with("digest mismatch: expected sha256:000"),
+        "{message}"
+    );
     assert!(!path.exists());
 }

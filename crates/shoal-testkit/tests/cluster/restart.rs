@@ -16,7 +16,14 @@ async fn restart_mid_download_resumes() {
     let content = random_bytes(40 * MIB, 21);
     let url = origin.add("blob", content.clone());
     origin.throttle("blob", 16 * MIB as u64);
-    let cluster = Arc::new(TestCluster::builder().daemons(1).configure(|_, config| config.download.concurrent_pieces = 2).start().await.unwrap());
+    let cluster = Arc::new(
+        TestCluster::builder()
+            .daemons(1)
+            .configure(|_, config| config.download.concurrent_pieces = 2)
+            .start()
+            .await
+            .unwrap(),
+    );
 
     let first = {
         let cluster = cluster.clone();
@@ -31,11 +38,18 @@ async fn restart_mid_download_resumes() {
     .await
     .unwrap();
     cluster.restart_daemon(0).await.unwrap();
-    assert!(first.await.unwrap().is_err(), "the interrupted download reported success");
+    assert!(
+        first.await.unwrap().is_err(),
+        "the interrupted download reported success"
+    );
 
     origin.throttle("blob", 0);
     let fetched = cluster.get(0, &url).await.unwrap();
     assert_eq!(sha256_hex(&fetched.bytes), sha256_hex(&content));
-    assert!(fetched.summary.from_cache >= 8 * MIB as u64, "stored pieces were not reused: {:?}", fetched.summary);
+    assert!(
+        fetched.summary.from_cache >= 8 * MIB as u64,
+        "stored pieces were not reused: {:?}",
+        fetched.summary
+    );
     assert!(fetched.summary.from_origin < content.len() as u64);
 }

@@ -12,7 +12,10 @@ fn shoal() -> Command {
 fn demo_distributes_a_real_file_through_two_daemons() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let nginx = std::path::Path::new("/usr/sbin/nginx");
-    assert!(nginx.exists(), "nginx is missing: install the Debian package nginx-light (scripts/setup.sh does)");
+    assert!(
+        nginx.exists(),
+        "nginx is missing: install the Debian package nginx-light (scripts/setup.sh does)"
+    );
     let output = Command::new(root.join("scripts/demo.sh"))
         .env("SHOAL_BIN", env!("CARGO_BIN_EXE_shoal"))
         .env("SHOAL_SKIP_SETUP", "1")
@@ -21,10 +24,22 @@ fn demo_distributes_a_real_file_through_two_daemons() {
         .expect("run scripts/demo.sh");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("verified:  both copies have sha256"), "{stdout}");
-    let node_b = stdout.lines().find(|line| line.starts_with("node-b:")).expect("node-b line");
-    assert!(!node_b.contains(": 0 bytes from 0 parent(s)"), "node-b got nothing from parents: {node_b}");
+    assert!(
+        output.status.success(),
+        "demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("verified:  both copies have sha256"),
+        "{stdout}"
+    );
+    let node_b = stdout
+        .lines()
+        .find(|line| line.starts_with("node-b:"))
+        .expect("node-b line");
+    assert!(
+        !node_b.contains(": 0 bytes from 0 parent(s)"),
+        "node-b got nothing from parents: {node_b}"
+    );
     let size: u64 = stdout
         .lines()
         .find_map(|line| line.strip_prefix("nginx:     sent "))
@@ -37,7 +52,10 @@ fn demo_distributes_a_real_file_through_two_daemons() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|bytes| bytes.parse().ok())
         .expect("delivered bytes");
-    assert!(size as f64 <= delivered as f64 * 1.05, "nginx sent {size} bytes for a {delivered} byte file");
+    assert!(
+        size as f64 <= delivered as f64 * 1.05,
+        "nginx sent {size} bytes for a {delivered} byte file"
+    );
 }
 
 #[test]
@@ -52,7 +70,10 @@ fn get_without_daemon_says_how_to_start_one() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.starts_with("error: no shoal daemon is answering on"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: no shoal daemon is answering on"),
+        "{stderr}"
+    );
     assert!(stderr.contains("shoal daemon --scheduler"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(!dir.path().join("out").exists());
@@ -62,8 +83,17 @@ fn get_without_daemon_says_how_to_start_one() {
 fn daemon_rejects_unknown_config_keys() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("daemon.yaml");
-    std::fs::write(&config, "schedulers: [http://127.0.0.1:8002]\nbogus: true\n").unwrap();
-    let output = shoal().arg("daemon").arg("--config").arg(&config).output().unwrap();
+    std::fs::write(
+        &config,
+        "schedulers: [http://127.0.0.1:8002]\nbogus: true\n",
+    )
+    .unwrap();
+    let output = shoal()
+        .arg("daemon")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bogus"), "{stderr}");
@@ -72,7 +102,11 @@ fn daemon_rejects_unknown_config_keys() {
 #[test]
 fn daemon_without_scheduler_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let output = shoal().args(["daemon", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let output = shoal()
+        .args(["daemon", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no scheduler configured"), "{stderr}");
