@@ -7,8 +7,8 @@
 //! let origin = FakeOrigin::start().await?;
 //! let url = origin.add("blob", vec![7u8; 1024]);
 //! let cluster = TestCluster::builder().seed(true).daemons(3).start().await?;
-//! let summary = cluster.get(0, &url).await?;
-//! assert_eq!(summary.content_length, 1024);
+//! let fetched = cluster.get(0, &url).await?;
+//! assert_eq!(fetched.summary.content_length, 1024);
 //! # Ok(()) }
 //! ```
 
