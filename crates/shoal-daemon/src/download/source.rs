@@ -5,7 +5,7 @@
 //! pieces in order. Origins that send no length are spooled to disk first and then imported.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::SeekFrom;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +16,7 @@ use shoal_protocol::scheduler::announce_peer_request::Request;
 use shoal_protocol::scheduler::DownloadPieceBackToSourceFinishedRequest;
 use shoal_storage::PieceRecord;
 use shoal_types::{ByteRange, PieceLayout, PieceNumber, TaskId};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -226,12 +227,13 @@ pub(crate) async fn import_unknown_length(
         path: spool_path.clone(),
         source,
     };
-    let mut spool = std::fs::OpenOptions::new()
+    let mut spool = tokio::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
         .read(true)
         .write(true)
         .open(&spool_path)
+        .await
         .map_err(spool_error)?;
     let result = async {
         let mut stream = response.bytes_stream();
@@ -243,7 +245,7 @@ pub(crate) async fn import_unknown_length(
                     source,
                 })
             })?;
-            spool.write_all(&chunk).map_err(spool_error)?;
+            spool.write_all(&chunk).await.map_err(spool_error)?;
             length += chunk.len() as u64;
         }
         engine.metrics.downloaded(Source::Origin, length);
@@ -276,8 +278,9 @@ pub(crate) async fn import_unknown_length(
             let mut buffer = vec![0u8; range.len() as usize];
             spool
                 .seek(SeekFrom::Start(range.start))
+                .await
                 .map_err(spool_error)?;
-            spool.read_exact(&mut buffer).map_err(spool_error)?;
+            spool.read_exact(&mut buffer).await.map_err(spool_error)?;
             let record = store
                 .write_piece(task_id, piece, Bytes::from(buffer))
                 .await
@@ -293,6 +296,6 @@ pub(crate) async fn import_unknown_length(
         Ok((layout, records))
     }
     .await;
-    let _ = std::fs::remove_file(&spool_path);
+    let _ = tokio::fs::remove_file(&spool_path).await;
     result
 }
