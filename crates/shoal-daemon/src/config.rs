@@ -46,6 +46,27 @@ pub struct DaemonToml {
     /// Piece store tuning.
     #[serde(default)]
     pub storage: StorageToml,
+    /// HTTP proxy and registry mirror.
+    #[serde(default)]
+    pub proxy: ProxyToml,
+}
+
+/// `proxy:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProxyToml {
+    /// Listen address. Default `IP:4001` when the daemon's IP is loopback, else `127.0.0.1:4001`.
+    pub listen: Option<SocketAddr>,
+    /// Turn the proxy off. Default false.
+    pub disable: Option<bool>,
+    /// Client networks allowed when listening beyond loopback, e.g. `10.0.0.0/8`. Default none.
+    #[serde(default)]
+    pub allow_cidrs: Vec<String>,
+    /// URL regexes that go P2P (GET only). Default `["blobs/sha256.*"]`.
+    pub rules: Option<Vec<String>>,
+    /// Upstream registry for mirror requests without `X-Dragonfly-Registry` or `ns=`,
+    /// e.g. `https://registry-1.docker.io`. Default none.
+    pub default_registry: Option<String>,
 }
 
 /// `download:` section.
@@ -109,6 +130,7 @@ pub struct DaemonConfig {
     pub download: DownloadConfig,
     pub upload: UploadConfig,
     pub storage: StorageConfig,
+    pub proxy: crate::proxy::ProxyConfig,
 }
 
 /// Validated download tuning.
@@ -150,6 +172,20 @@ pub enum ConfigError {
     },
     #[error("{field} must be greater than zero")]
     Zero { field: &'static str },
+    #[error("invalid proxy rule {rule:?}")]
+    ProxyRule {
+        rule: String,
+        #[source]
+        source: regex::Error,
+    },
+    #[error("invalid proxy.allowCidrs entry")]
+    ProxyCidr(#[source] crate::proxy::CidrParseError),
+    #[error("invalid proxy.defaultRegistry {url:?}")]
+    ProxyRegistry {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
     #[error("read config file {path}")]
     Read {
         path: PathBuf,
@@ -246,6 +282,7 @@ impl TryFrom<DaemonToml> for DaemonConfig {
             ttl: toml.storage.ttl.unwrap_or(Duration::from_secs(24 * 3600)),
             gc_interval: toml.storage.gc_interval.unwrap_or(Duration::from_secs(60)),
         };
+        let proxy = proxy_config(toml.proxy, ip)?;
         Ok(Self {
             data_dir: toml
                 .data_dir
@@ -263,8 +300,47 @@ impl TryFrom<DaemonToml> for DaemonConfig {
             download,
             upload,
             storage,
+            proxy,
         })
     }
+}
+
+fn proxy_config(toml: ProxyToml, ip: IpAddr) -> Result<crate::proxy::ProxyConfig, ConfigError> {
+    let default_ip = if ip.is_loopback() {
+        ip
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    };
+    let listen = if toml.disable.unwrap_or(false) {
+        None
+    } else {
+        Some(toml.listen.unwrap_or(SocketAddr::new(default_ip, 4001)))
+    };
+    let rules = toml
+        .rules
+        .unwrap_or_else(|| vec![crate::proxy::DEFAULT_RULE.to_string()])
+        .into_iter()
+        .map(|rule| {
+            regex::Regex::new(&rule).map_err(|source| ConfigError::ProxyRule { rule, source })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let allow_cidrs = toml
+        .allow_cidrs
+        .iter()
+        .map(|cidr| cidr.parse().map_err(ConfigError::ProxyCidr))
+        .collect::<Result<Vec<_>, _>>()?;
+    let default_registry = toml
+        .default_registry
+        .map(|url| {
+            url::Url::parse(&url).map_err(|source| ConfigError::ProxyRegistry { url, source })
+        })
+        .transpose()?;
+    Ok(crate::proxy::ProxyConfig {
+        listen,
+        allow_cidrs,
+        rules,
+        default_registry,
+    })
 }
 
 fn positive(value: usize, field: &'static str) -> Result<usize, ConfigError> {

@@ -22,6 +22,7 @@ pub mod config;
 mod download;
 mod local;
 mod metrics;
+pub mod proxy;
 mod scheduler;
 mod stream;
 mod tasks;
@@ -86,6 +87,7 @@ pub struct RunningDaemon {
     pub upload_addr: SocketAddr,
     pub vortex_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    pub proxy_addr: Option<SocketAddr>,
     pub socket: PathBuf,
     pub metrics: Metrics,
     tracker: TaskTracker,
@@ -132,10 +134,15 @@ pub async fn start(
         Some(addr) => Some(bind(addr, "metrics server").await?),
         None => None,
     };
+    let proxy_listener = match config.proxy.listen {
+        Some(addr) => Some(bind(addr, "proxy").await?),
+        None => None,
+    };
     let unix_listener = bind_unix(&config.socket).await?;
     let upload_addr = local_addr(&upload_listener)?;
     let vortex_addr = local_addr(&vortex_listener)?;
     let metrics_addr = metrics_listener.as_ref().map(local_addr).transpose()?;
+    let proxy_addr = proxy_listener.as_ref().map(local_addr).transpose()?;
 
     let host = HostIdentity {
         host_id: HostId::new(&config.ip.to_string(), &config.hostname, config.seed),
@@ -179,6 +186,23 @@ pub async fn start(
         &metrics,
         &config,
     );
+    if let Some(listener) = proxy_listener {
+        let passthrough = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(DaemonError::Http)?;
+        let state = Arc::new(proxy::ProxyState {
+            config: config.proxy.clone(),
+            engine: engine.clone(),
+            tracker: tracker.clone(),
+            cancel: cancel.clone(),
+            passthrough,
+            server_ip: config.ip,
+        });
+        tracker.spawn(proxy::serve(listener, state));
+    }
     spawn_local_server(
         &tracker,
         &cancel,
@@ -216,6 +240,7 @@ pub async fn start(
         upload_addr,
         vortex_addr,
         metrics_addr,
+        proxy_addr,
         socket: config.socket,
         metrics,
         tracker,

@@ -140,6 +140,12 @@ impl TestCluster {
         Ok(())
     }
 
+    /// The proxy address of daemon `index`'s current incarnation.
+    pub async fn proxy_addr(&self, index: usize) -> Option<SocketAddr> {
+        let state = self.daemons[index].state.lock().await;
+        state.running.as_ref().and_then(|daemon| daemon.proxy_addr)
+    }
+
     /// The Prometheus text of daemon `index`.
     pub fn metrics(&self, index: usize) -> String {
         self.daemons[index].metrics_text()
@@ -291,6 +297,7 @@ impl ClusterBuilder {
         config.upload_addr = SocketAddr::new(ip, 0);
         config.vortex_addr = SocketAddr::new(ip, 0);
         config.metrics_addr = None;
+        config.proxy.listen = Some(SocketAddr::new(ip, 0));
         config.socket = dir.path().join(format!("{name}.sock"));
         config.download.stall_timeout = Duration::from_secs(5);
         config.download.piece_timeout = Duration::from_secs(10);

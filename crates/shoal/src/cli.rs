@@ -81,6 +81,12 @@ struct DaemonArgs {
     /// Unix socket of the local download API.
     #[arg(long, env = "SHOAL_SOCKET")]
     socket: Option<PathBuf>,
+    /// HTTP proxy and registry mirror address (default IP:4001 on loopback).
+    #[arg(long)]
+    proxy_listen: Option<std::net::SocketAddr>,
+    /// Upstream registry for mirror requests without X-Dragonfly-Registry or ns=.
+    #[arg(long)]
+    default_registry: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -166,6 +172,8 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     toml.vortex_port = args.vortex_port.or(toml.vortex_port);
     toml.metrics_port = args.metrics_port.or(toml.metrics_port);
     toml.socket = args.socket.or(toml.socket);
+    toml.proxy.listen = args.proxy_listen.or(toml.proxy.listen);
+    toml.proxy.default_registry = args.default_registry.or(toml.proxy.default_registry);
     let config = shoal_daemon::DaemonConfig::try_from(toml).context("validate daemon config")?;
     let cancel = shutdown_token();
     shoal_daemon::run(config, cancel)

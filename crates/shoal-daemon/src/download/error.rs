@@ -40,6 +40,14 @@ impl DownloadError {
         matches!(self, Self::Origin(_) | Self::DigestMismatch { .. })
     }
 
+    /// The origin's error status and headers, when the origin refused the request.
+    pub fn origin_response(&self) -> Option<(http::StatusCode, &http::HeaderMap)> {
+        match self {
+            Self::Origin(err) => err.response(),
+            _ => None,
+        }
+    }
+
     /// The status the failure maps to on the wire.
     pub fn code(&self) -> ErrorCode {
         match self {

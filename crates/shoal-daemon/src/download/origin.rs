@@ -34,7 +34,12 @@ pub(crate) enum PieceBody {
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {
     #[error("origin answered {status} for {url}")]
-    Status { status: StatusCode, url: String },
+    Status {
+        status: StatusCode,
+        url: String,
+        /// The origin's response headers, relayed by the proxy (e.g. `WWW-Authenticate`).
+        headers: Box<HeaderMap>,
+    },
     #[error("fetch from origin {url}")]
     Request {
         url: String,
@@ -67,6 +72,16 @@ impl OriginError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The origin's status and headers, when it answered with an error status.
+    pub fn response(&self) -> Option<(StatusCode, &HeaderMap)> {
+        match self {
+            Self::Status {
+                status, headers, ..
+            } => Some((*status, headers)),
             _ => None,
         }
     }
@@ -191,6 +206,7 @@ impl Origin {
             return Err(OriginError::Status {
                 status,
                 url: self.url.clone(),
+                headers: Box::new(response.headers().clone()),
             });
         }
         Ok(response)

@@ -259,6 +259,7 @@ pub(crate) async fn import_unknown_length(
             .prepare_task(task_id, layout)
             .await
             .map_err(DownloadError::Store)?;
+        let entry = engine.tasks.begin(task_id, layout, state.pieces.clone());
         let _ = events
             .send(DownloadEvent::Started {
                 task_id: task_id.clone(),
@@ -285,6 +286,7 @@ pub(crate) async fn import_unknown_length(
                 .write_piece(task_id, piece, Bytes::from(buffer))
                 .await
                 .map_err(DownloadError::Store)?;
+            entry.record(record);
             let _ = events
                 .send(DownloadEvent::Piece {
                     record,

@@ -1,0 +1,255 @@
+//! The HTTP proxy and registry mirror (`--proxy-listen`, default `IP:4001` on loopback).
+//!
+//! Three ways in: origin-form requests from a container runtime's mirror configuration
+//! (`GET /v2/<name>/blobs/sha256:...`; the upstream registry comes from `X-Dragonfly-Registry`,
+//! else containerd's `ns=` parameter, else the configured default registry), absolute-form
+//! requests from `HTTP_PROXY` clients, and `CONNECT` tunnels (passed through untouched).
+//! GET requests whose URL matches a rule (default `blobs/sha256.*`) or that carry
+//! `X-Dragonfly-Use-P2P: true` go through the download engine (`p2p`); everything else passes
+//! straight through with headers and status intact (`passthrough`).
+//!
+//! When bound to a non-loopback address only clients in `allow_cidrs` are served, so the proxy
+//! is never an open proxy.
+
+mod cidr;
+mod headers;
+mod p2p;
+mod passthrough;
+pub(crate) mod range;
+mod tunnel;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::download::Engine;
+pub use cidr::{Cidr, CidrParseError};
+
+/// Response bodies of the proxy.
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Validated proxy configuration.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where to listen; `None` disables the proxy.
+    pub listen: Option<SocketAddr>,
+    /// Clients allowed when listening beyond loopback (loopback clients are always allowed).
+    pub allow_cidrs: Vec<Cidr>,
+    /// URLs matching any of these go P2P (GET only).
+    pub rules: Vec<regex::Regex>,
+    /// Upstream for origin-form requests without `X-Dragonfly-Registry` or `ns=`.
+    pub default_registry: Option<url::Url>,
+}
+
+/// Default P2P rule: registry blobs by digest.
+pub const DEFAULT_RULE: &str = "blobs/sha256.*";
+
+#[derive(Debug)]
+pub(crate) struct ProxyState {
+    pub(crate) config: ProxyConfig,
+    pub(crate) engine: Engine,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) cancel: CancellationToken,
+    /// Client for pass-through requests: no redirects followed (the client sees them), no
+    /// proxy from the environment (we may be that proxy).
+    pub(crate) passthrough: reqwest::Client,
+    pub(crate) server_ip: IpAddr,
+}
+
+/// Serves the proxy on `listener` until cancelled.
+pub(crate) async fn serve(listener: TcpListener, state: Arc<ProxyState>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = state.cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "failed to accept proxy connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        if !allowed(&state.config, peer.ip()) {
+            tracing::warn!(%peer, "refused proxy client outside the allowed networks");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let connection_state = state.clone();
+        state.tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let state = connection_state.clone();
+                async move { Ok::<_, Infallible>(handle(state, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .preserve_header_case(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, error = %err, "proxy connection ended with an error");
+            }
+        });
+    }
+}
+
+fn allowed(config: &ProxyConfig, client: IpAddr) -> bool {
+    client.is_loopback() || config.allow_cidrs.iter().any(|cidr| cidr.contains(client))
+}
+
+async fn handle(state: Arc<ProxyState>, request: Request<Incoming>) -> Response<ProxyBody> {
+    if request.method() == Method::CONNECT {
+        return tunnel::connect(&state, request).await;
+    }
+    let target = match target_url(&state.config, &request) {
+        Ok(target) => target,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, "proxy", &message),
+    };
+    let use_p2p = request.method() == Method::GET
+        && (headers::use_p2p(request.headers())
+            || state
+                .config
+                .rules
+                .iter()
+                .any(|rule| rule.is_match(target.url.as_str())));
+    tracing::debug!(method = %request.method(), url = %target.url, use_p2p, "proxy request");
+    if use_p2p {
+        p2p::serve(&state, request, target).await
+    } else {
+        passthrough::forward(&state, request, target.url).await
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) url: url::Url,
+    /// The request came in as a registry mirror request (origin-form).
+    pub(crate) mirror: bool,
+}
+
+fn target_url(config: &ProxyConfig, request: &Request<Incoming>) -> Result<Target, String> {
+    let uri = request.uri();
+    if uri.scheme().is_some() {
+        let url = url::Url::parse(&uri.to_string())
+            .map_err(|err| format!("invalid request url: {err}"))?;
+        return Ok(Target { url, mirror: false });
+    }
+    let path_and_query = uri.path_and_query().map_or("/", |value| value.as_str());
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let mut namespace = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| match pair.strip_prefix("ns=") {
+            Some(value) => {
+                namespace = Some(value.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let base = if let Some(registry) = request
+        .headers()
+        .get(headers::REGISTRY)
+        .and_then(|value| value.to_str().ok())
+    {
+        parse_registry(registry)?
+    } else if let Some(namespace) = namespace {
+        parse_registry(&namespace)?
+    } else if let Some(default) = &config.default_registry {
+        default.clone()
+    } else {
+        return Err(
+            "no upstream registry: send X-Dragonfly-Registry or configure proxy.defaultRegistry"
+                .into(),
+        );
+    };
+    let mut url = base
+        .join(path.trim_start_matches('/'))
+        .map_err(|err| format!("invalid request path: {err}"))?;
+    let query = kept.join("&");
+    url.set_query(if query.is_empty() { None } else { Some(&query) });
+    Ok(Target { url, mirror: true })
+}
+
+/// `https://host[:port]` from a registry header or `ns=` value (`docker.io` maps to its API host).
+fn parse_registry(value: &str) -> Result<url::Url, String> {
+    let value = value.trim();
+    let with_scheme = if value.contains("://") {
+        value.to_string()
+    } else if value == "docker.io" {
+        "https://registry-1.docker.io".to_string()
+    } else {
+        format!("https://{value}")
+    };
+    let mut url = url::Url::parse(&with_scheme)
+        .map_err(|err| format!("invalid registry {value:?}: {err}"))?;
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+/// An error the proxy itself produced; `kind` goes to `X-Dragonfly-Error-Type`.
+pub(crate) fn error_response(status: StatusCode, kind: &str, message: &str) -> Response<ProxyBody> {
+    tracing::info!(%status, kind, message, "proxy answered with an error");
+    let mut response = Response::new(full(format!("{message}\n")));
+    *response.status_mut() = status;
+    if let Ok(value) = http::HeaderValue::from_str(kind) {
+        response.headers_mut().insert(headers::ERROR_TYPE, value);
+    }
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub(crate) fn empty() -> ProxyBody {
+    full(Bytes::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_values() {
+        assert_eq!(
+            parse_registry("docker.io").unwrap().as_str(),
+            "https://registry-1.docker.io/"
+        );
+        assert_eq!(
+            parse_registry("http://127.0.0.1:5000").unwrap().as_str(),
+            "http://127.0.0.1:5000/"
+        );
+        assert_eq!(
+            parse_registry("ghcr.io").unwrap().as_str(),
+            "https://ghcr.io/"
+        );
+        assert_eq!(
+            parse_registry("https://r.example/base").unwrap().as_str(),
+            "https://r.example/base/"
+        );
+    }
+}
