@@ -58,6 +58,9 @@ pub(crate) async fn serve(
     // Wait for the layout (or an early failure) before answering.
     let started = loop {
         tokio::select! {
+            // Events first: a download served from the cache finishes at once, and its
+            // Started event must win over its result.
+            biased;
             event = event_receiver.recv() => match event {
                 Some(DownloadEvent::Started { task_id, content_length, local_pieces }) => {
                     let complete = local_pieces.iter().map(|piece| piece.length).sum::<u64>() == content_length;
@@ -70,9 +73,13 @@ pub(crate) async fn serve(
                 }
             },
             outcome = &mut result => {
-                // The download ended before announcing a layout.
-                let error = outcome.unwrap_or(Err(DownloadError::Cancelled)).err();
-                return failure_response(error);
+                let outcome = outcome.unwrap_or(Err(DownloadError::Cancelled));
+                // Events sent just before the result are still queued.
+                if let Ok(DownloadEvent::Started { task_id, content_length, local_pieces }) = event_receiver.try_recv() {
+                    let complete = local_pieces.iter().map(|piece| piece.length).sum::<u64>() == content_length;
+                    break (task_id, content_length, complete);
+                }
+                return failure_response(outcome.err());
             }
         }
     };
@@ -255,7 +262,9 @@ fn failure_response(error: Option<DownloadError>) -> Response<ProxyBody> {
     if let Some((status, origin_headers)) = error.origin_response() {
         // Relay the origin's answer (404 stays 404, 401 keeps its challenge).
         let mut response = error_response(status, "backend", &error.chain());
-        for (name, value) in origin_headers {
+        let mut origin_headers = origin_headers.clone();
+        headers::strip_hop_by_hop(&mut origin_headers);
+        for (name, value) in &origin_headers {
             if name == http::header::CONTENT_LENGTH
                 || name == http::header::TRANSFER_ENCODING
                 || name == http::header::CONTENT_TYPE

@@ -5,4 +5,5 @@
 
 mod distribution;
 mod faults;
+mod proxy;
 mod restart;

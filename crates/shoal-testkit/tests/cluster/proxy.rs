@@ -1,0 +1,220 @@
+//! The daemon's HTTP proxy: P2P through the proxy, the range matrix, aborted bodies, relayed
+//! origin errors and CONNECT tunnels.
+
+use std::time::Duration;
+
+use shoal_testkit::origin::{Behaviour, FakeOrigin};
+use shoal_testkit::{random_bytes, sha256_hex, TestCluster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MIB: usize = 1024 * 1024;
+
+fn client(proxy: std::net::SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{proxy}")).unwrap())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxied_downloads_go_peer_to_peer() {
+    let origin = FakeOrigin::start().await.unwrap();
+    let content = random_bytes(10 * MIB + 3, 31);
+    // The default rule sends registry blob paths through P2P.
+    let url = origin.add("v2/app/blobs/sha256:abc", content.clone());
+    let cluster = TestCluster::builder().daemons(2).start().await.unwrap();
+    for index in 0..2 {
+        let proxy = cluster.proxy_addr(index).await.unwrap();
+        let response = client(proxy).get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-length"],
+            content.len().to_string().as_str()
+        );
+        assert!(response.headers().contains_key("x-dragonfly-task-id"));
+        let body = response.bytes().await.unwrap();
+        assert_eq!(sha256_hex(&body), sha256_hex(&content), "daemon {index}");
+    }
+    assert!(origin.served("v2/app/blobs/sha256:abc") as f64 <= content.len() as f64 * 1.05);
+    assert!(shoal_testkit::cluster::download_bytes(&cluster.metrics(1), "parent") > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn range_matrix() {
+    let origin = FakeOrigin::start().await.unwrap();
+    let length = 9 * MIB + 7;
+    let content = random_bytes(length, 32);
+    let url = origin.add("file", content.clone());
+    let cluster = TestCluster::builder().daemons(1).start().await.unwrap();
+    let proxy = client(cluster.proxy_addr(0).await.unwrap());
+    let len = length as u64;
+    // (Range header, status, Some((start, end exclusive)) for the expected bytes)
+    let cases: Vec<(&str, u16, Option<(u64, u64)>)> = vec![
+        ("bytes=0-0", 206, Some((0, 1))),
+        ("bytes=4194300-4194310", 206, Some((4_194_300, 4_194_311))),
+        (
+            &*Box::leak(format!("bytes={}-{}", len - 1, len - 1).into_boxed_str()),
+            206,
+            Some((len - 1, len)),
+        ),
+        ("bytes=8388608-", 206, Some((8_388_608, len))),
+        ("bytes=-100", 206, Some((len - 100, len))),
+        (
+            &*Box::leak(format!("bytes={len}-").into_boxed_str()),
+            416,
+            None,
+        ),
+        ("bytes=abc", 200, Some((0, len))),
+        ("bytes=0-0,5-9", 206, Some((0, 10))),
+    ];
+    for (range, status, bytes) in cases {
+        let response = proxy
+            .get(&url)
+            .header("X-Dragonfly-Use-P2P", "true")
+            .header("Range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{range}");
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap();
+        match bytes {
+            Some((start, end)) => {
+                assert_eq!(
+                    headers["content-length"],
+                    (end - start).to_string().as_str(),
+                    "{range}"
+                );
+                assert_eq!(&body[..], &content[start as usize..end as usize], "{range}");
+                if status == 206 {
+                    let expected = format!("bytes {}-{}/{}", start, end - 1, len);
+                    assert_eq!(headers["content-range"], expected.as_str(), "{range}");
+                }
+            }
+            None => assert_eq!(
+                headers["content-range"],
+                format!("bytes */{len}").as_str(),
+                "{range}"
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn origin_cut_mid_body_aborts_the_client() {
+    let origin = FakeOrigin::start().await.unwrap();
+    let url = origin.add_with("file", random_bytes(6 * MIB, 33), Behaviour::Reset);
+    let cluster = TestCluster::builder()
+        .daemons(1)
+        .configure(|_, config| config.download.origin_retries = 2)
+        .start()
+        .await
+        .unwrap();
+    let proxy = client(cluster.proxy_addr(0).await.unwrap());
+    let response = proxy
+        .get(&url)
+        .header("X-Dragonfly-Use-P2P", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "headers go out once the length is known"
+    );
+    assert!(
+        response.bytes().await.is_err(),
+        "a short body must not look complete"
+    );
+    let content_dir = cluster.daemons[0]
+        .config
+        .data_dir
+        .join("store")
+        .join("content");
+    shoal_testkit::wait_until(Duration::from_secs(10), || {
+        let cached = std::fs::read_dir(&content_dir)
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        async move { cached == 0 }
+    })
+    .await
+    .expect("nothing corrupt is cached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn origin_errors_are_relayed() {
+    let origin = FakeOrigin::start().await.unwrap();
+    let missing = origin.url("v2/app/blobs/sha256:missing");
+    let broken = origin.add_with(
+        "v2/app/blobs/sha256:broken",
+        vec![1],
+        Behaviour::Status(503),
+    );
+    let cluster = TestCluster::builder()
+        .daemons(1)
+        .configure(|_, config| config.download.origin_retries = 1)
+        .start()
+        .await
+        .unwrap();
+    let proxy = client(cluster.proxy_addr(0).await.unwrap());
+    let response = proxy.get(&missing).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["x-dragonfly-error-type"], "backend");
+    let response = proxy.get(&broken).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    // Not P2P: passes straight through with the origin's own status and body.
+    let response = proxy.get(origin.url("nothing-here")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(!response.headers().contains_key("x-dragonfly-error-type"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connect_is_a_byte_tunnel() {
+    let origin = FakeOrigin::start().await.unwrap();
+    let content = random_bytes(100_000, 34);
+    let url = origin.add("file", content.clone());
+    let authority = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let cluster = TestCluster::builder().daemons(1).start().await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(cluster.proxy_addr(0).await.unwrap())
+        .await
+        .unwrap();
+    stream
+        .write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Plain HTTP inside the tunnel reaches the origin untouched.
+    stream
+        .write_all(
+            format!("GET /file HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let split = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .unwrap()
+        + 4;
+    assert!(response.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(&response[split..], &content[..]);
+    assert_eq!(origin.served("file"), content.len() as u64);
+}
