@@ -3,3 +3,4 @@
 //! Commands talk to the local daemon over its unix socket (`dfdaemon.v2.DfdaemonDownload`).
 
 pub mod get;
+pub mod init;

@@ -25,6 +25,36 @@ enum Command {
     Daemon(Box<DaemonArgs>),
     /// Download a URL through the local daemon.
     Get(GetArgs),
+    /// Point a container runtime's registry mirror configuration at the daemon's proxy.
+    Init(InitArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct InitArgs {
+    /// Runtime to configure.
+    #[arg(value_enum)]
+    runtime: RuntimeArg,
+    /// The daemon's proxy URL.
+    #[arg(long, default_value = "http://127.0.0.1:4001")]
+    proxy: String,
+    /// Registry to mirror; repeatable.
+    #[arg(long = "registry", default_value = "docker.io")]
+    registries: Vec<String>,
+    /// Configuration directory (containerd: /etc/containerd/certs.d, crio/podman:
+    /// /etc/containers/registries.conf.d, docker: /etc/docker).
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
+    /// Reach the registries over plain HTTP.
+    #[arg(long)]
+    insecure: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RuntimeArg {
+    Containerd,
+    Crio,
+    Podman,
+    Docker,
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,7 +161,29 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         Command::Scheduler(args) => run_scheduler(args).await,
         Command::Daemon(args) => run_daemon(*args).await,
         Command::Get(args) => run_get(args).await,
+        Command::Init(args) => run_init(args),
     }
+}
+
+fn run_init(args: InitArgs) -> anyhow::Result<()> {
+    use shoal_cli::init::{InitOptions, Runtime};
+    let runtime = match args.runtime {
+        RuntimeArg::Containerd => Runtime::Containerd,
+        RuntimeArg::Crio => Runtime::Crio,
+        RuntimeArg::Podman => Runtime::Podman,
+        RuntimeArg::Docker => Runtime::Docker,
+    };
+    let options = InitOptions {
+        runtime,
+        proxy: args.proxy,
+        registries: args.registries,
+        config_dir: args.config_dir,
+        insecure: args.insecure,
+    };
+    for change in shoal_cli::init::init(&options)? {
+        println!("{change}");
+    }
+    Ok(())
 }
 
 async fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
