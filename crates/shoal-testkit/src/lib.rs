@@ -13,6 +13,7 @@
 //! ```
 
 pub mod cluster;
+pub mod interop;
 pub mod origin;
 
 use std::future::Future;
