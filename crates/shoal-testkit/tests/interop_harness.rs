@@ -184,3 +184,71 @@ async fn token_auth_registry_challenges_and_serves_users() {
     wait_for_blob_gets(&registry, &image, 3).await;
     assert_plausible_counts(&registry, &image, 3);
 }
+
+/// A second registry stands in for the shoal mirror: containerd's `hosts.toml` and skopeo's
+/// `registries.conf` written by the harness must send every pull of the origin's images to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_configs_route_pulls_to_the_mirror() {
+    let (origin, mirror) = tokio::join!(
+        Registry::start(RegistryOptions::default()),
+        Registry::start(RegistryOptions::default())
+    );
+    let (origin, mirror) = (origin.unwrap(), mirror.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ImageSpec {
+        name: "shoal/mirrored".into(),
+        seed: 13,
+        layer_size: 2 << 20,
+        multi_platform: true,
+        ..ImageSpec::default()
+    };
+    let image = spec.build_async(dir.path().join("layout")).await.unwrap();
+    let reference = image.push(&origin).await.unwrap();
+    image.push(&mirror).await.unwrap();
+
+    let containerd = Containerd::start().await.unwrap();
+    containerd
+        .write_mirror(&origin.host(), &mirror.url())
+        .unwrap();
+    containerd.pull(&reference).await.unwrap();
+    assert_eq!(
+        containerd.image_digest(&reference).await.unwrap(),
+        image.digest
+    );
+    let amd64 = image.platform("amd64").unwrap();
+    let arm64 = image.platform("arm64").unwrap();
+    assert_eq!(
+        containerd.unpacked_digest(&reference).await.unwrap(),
+        amd64.tree_digest
+    );
+
+    let conf = skopeo::write_registries_conf(dir.path(), &origin.host(), &mirror.host()).unwrap();
+    let copied = skopeo::copy_via_mirror(&conf, &reference, &dir.path().join("copy"))
+        .await
+        .unwrap();
+    assert_eq!(
+        copied.manifest_digest, amd64.manifest_digest,
+        "skopeo copies the host platform"
+    );
+
+    let mirror_platform = BuiltImage {
+        platforms: vec![amd64.clone()],
+        ..image.clone()
+    };
+    wait_for_blob_gets(&mirror, &mirror_platform, 2).await;
+    assert_plausible_counts(&mirror, &mirror_platform, 2);
+    for layer in amd64.layers.iter().chain(&arm64.layers) {
+        assert_eq!(
+            origin.blob_gets(&layer.digest),
+            0,
+            "the origin served a blob"
+        );
+    }
+    for layer in &arm64.layers {
+        assert_eq!(
+            mirror.blob_gets(&layer.digest),
+            0,
+            "the other platform was fetched"
+        );
+    }
+}
