@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Installs the system packages shoal needs to build and test: protoc for the gRPC crates and
-# nginx as a real HTTP origin for the demo and end-to-end tests. Idempotent; needs root or sudo.
+# Installs the system packages shoal needs to build and test: protoc for the gRPC crates, nginx
+# as a real HTTP origin for the demo and end-to-end tests, and the CNCF registry, containerd and
+# skopeo for the interop tests. Idempotent; needs root or sudo.
 set -euo pipefail
 
 packages=()
 command -v protoc >/dev/null 2>&1 || packages+=(protobuf-compiler)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx-light)
 command -v curl >/dev/null 2>&1 || packages+=(curl)
+# Real third-party parts for the interop tests: CNCF registry, containerd, skopeo.
+[ -x /usr/bin/docker-registry ] || packages+=(docker-registry)
+command -v containerd >/dev/null 2>&1 || packages+=(containerd)
+command -v skopeo >/dev/null 2>&1 || packages+=(skopeo)
 
 if [ ${#packages[@]} -gt 0 ]; then
     sudo=""

@@ -50,7 +50,8 @@ async fn range_matrix() {
     let proxy = client(cluster.proxy_addr(0).await.unwrap());
     let len = length as u64;
     // (Range header, status, Some((start, end exclusive)) for the expected bytes)
-    let cases: Vec<(&str, u16, Option<(u64, u64)>)> = vec![
+    type Case<'a> = (&'a str, u16, Option<(u64, u64)>);
+    let cases: Vec<Case<'_>> = vec![
         ("bytes=0-0", 206, Some((0, 1))),
         ("bytes=4194300-4194310", 206, Some((4_194_300, 4_194_311))),
         (
