@@ -37,6 +37,10 @@ struct Blob {
     requests: AtomicU64,
     /// Bytes per second for bodies; 0 is unlimited.
     rate: AtomicU64,
+    /// Answer every request with `307` to this location instead.
+    redirect: Option<String>,
+    /// `Authorization` values received, in order.
+    authorizations: Mutex<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -88,12 +92,30 @@ impl FakeOrigin {
 
     /// Serves `bytes` at `/name` with `behaviour`; returns the URL.
     pub fn add_with(&self, name: &str, bytes: Vec<u8>, behaviour: Behaviour) -> String {
+        self.insert(name, Bytes::from(bytes), behaviour, None)
+    }
+
+    /// Answers `/name` with `307 Temporary Redirect` to `location` (absolute or relative).
+    pub fn add_redirect(&self, name: &str, location: &str) -> String {
+        self.insert(name, Bytes::new(), Behaviour::Normal, Some(location.to_string()))
+    }
+
+    /// The `Authorization` headers `/name` received.
+    pub fn authorizations(&self, name: &str) -> Vec<String> {
+        self.blob(name)
+            .map(|blob| blob.authorizations.lock().expect("origin lock").clone())
+            .unwrap_or_default()
+    }
+
+    fn insert(&self, name: &str, bytes: Bytes, behaviour: Behaviour, redirect: Option<String>) -> String {
         let blob = Blob {
-            bytes: Bytes::from(bytes),
+            bytes,
             behaviour,
             served: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             rate: AtomicU64::new(0),
+            redirect,
+            authorizations: Mutex::new(Vec::new()),
         };
         self.inner
             .blobs
@@ -147,6 +169,16 @@ async fn serve(
         return status_response(StatusCode::NOT_FOUND);
     };
     blob.requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok()) {
+        blob.authorizations.lock().expect("origin lock").push(value.to_string());
+    }
+    if let Some(location) = &blob.redirect {
+        return Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(http::header::LOCATION, location)
+            .body(Body::empty())
+            .expect("valid response");
+    }
     let total = blob.bytes.len() as u64;
     match blob.behaviour {
         Behaviour::Status(code) => {

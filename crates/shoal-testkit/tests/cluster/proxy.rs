@@ -219,3 +219,26 @@ async fn connect_is_a_byte_tunnel() {
     assert_eq!(&response[split..], &content[..]);
     assert_eq!(origin.served("file"), content.len() as u64);
 }
+
+/// Registries redirect blob GETs to object storage: the redirect is followed (relative and
+/// absolute), and the registry's `Authorization` never reaches another host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redirects_are_followed_without_leaking_credentials() {
+    let registry = FakeOrigin::start().await.unwrap();
+    let storage = FakeOrigin::start().await.unwrap();
+    let content = random_bytes(5 * MIB, 35);
+    let presigned = storage.add("bucket/layer", content.clone());
+    registry.add("v2/app/blobs/sha256:rel", content.clone());
+    let relative = registry.add_redirect("v2/app/blobs/sha256:relative", "/v2/app/blobs/sha256:rel");
+    let absolute = registry.add_redirect("v2/app/blobs/sha256:absolute", &presigned);
+    let cluster = TestCluster::builder().daemons(1).start().await.unwrap();
+    let proxy = client(cluster.proxy_addr(0).await.unwrap());
+    for url in [&relative, &absolute] {
+        let response = proxy.get(url).header("Authorization", "Bearer registry-secret").send().await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        assert_eq!(sha256_hex(&response.bytes().await.unwrap()), sha256_hex(&content), "{url}");
+    }
+    assert!(registry.authorizations("v2/app/blobs/sha256:absolute").iter().all(|value| value == "Bearer registry-secret"));
+    assert!(!registry.authorizations("v2/app/blobs/sha256:rel").is_empty(), "same-host redirect keeps credentials");
+    assert!(storage.authorizations("bucket/layer").is_empty(), "credentials leaked to object storage");
+}
