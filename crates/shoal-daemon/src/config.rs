@@ -49,6 +49,10 @@ pub struct DaemonToml {
     /// HTTP proxy and registry mirror.
     #[serde(default)]
     pub proxy: ProxyToml,
+    /// Extra PEM CA certificates trusted when talking to origins (private registries, object
+    /// stores). Default none: the built-in web roots only.
+    #[serde(default)]
+    pub origin_ca_certs: Vec<PathBuf>,
 }
 
 /// `proxy:` section.
@@ -67,6 +71,21 @@ pub struct ProxyToml {
     /// Upstream registry for mirror requests without `X-Dragonfly-Registry` or `ns=`,
     /// e.g. `https://registry-1.docker.io`. Default none.
     pub default_registry: Option<String>,
+    /// Terminate `CONNECT` tunnels to these hosts (TLS with leaves signed by the CA) so their
+    /// blobs can go P2P. Default none: every tunnel passes through untouched.
+    pub mitm: Option<MitmToml>,
+}
+
+/// `proxy.mitm:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MitmToml {
+    /// Host name regexes (no port), e.g. `^registry\\.example\\.com$`.
+    pub hosts: Vec<String>,
+    /// PEM CA certificate that signs the leaves; clients must trust it.
+    pub ca_cert: PathBuf,
+    /// PEM private key of that CA.
+    pub ca_key: PathBuf,
 }
 
 /// `download:` section.
@@ -131,6 +150,8 @@ pub struct DaemonConfig {
     pub upload: UploadConfig,
     pub storage: StorageConfig,
     pub proxy: crate::proxy::ProxyConfig,
+    /// PEM contents of extra CA certificates trusted for origins.
+    pub origin_ca_certs: Vec<Vec<u8>>,
 }
 
 /// Validated download tuning.
@@ -185,6 +206,20 @@ pub enum ConfigError {
         url: String,
         #[source]
         source: url::ParseError,
+    },
+    #[error("load proxy.mitm CA")]
+    Mitm(#[source] crate::proxy::mitm::MitmError),
+    #[error("invalid proxy.mitm host pattern {rule:?}")]
+    MitmHost {
+        rule: String,
+        #[source]
+        source: regex::Error,
+    },
+    #[error("read origin CA certificate {path}")]
+    OriginCa {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("read config file {path}")]
     Read {
@@ -283,6 +318,16 @@ impl TryFrom<DaemonToml> for DaemonConfig {
             gc_interval: toml.storage.gc_interval.unwrap_or(Duration::from_secs(60)),
         };
         let proxy = proxy_config(toml.proxy, ip)?;
+        let origin_ca_certs = toml
+            .origin_ca_certs
+            .iter()
+            .map(|path| {
+                std::fs::read(path).map_err(|source| ConfigError::OriginCa {
+                    path: path.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             data_dir: toml
                 .data_dir
@@ -301,6 +346,7 @@ impl TryFrom<DaemonToml> for DaemonConfig {
             upload,
             storage,
             proxy,
+            origin_ca_certs,
         })
     }
 }
@@ -335,11 +381,31 @@ fn proxy_config(toml: ProxyToml, ip: IpAddr) -> Result<crate::proxy::ProxyConfig
             url::Url::parse(&url).map_err(|source| ConfigError::ProxyRegistry { url, source })
         })
         .transpose()?;
+    let mitm = match toml.mitm {
+        Some(mitm) => {
+            let hosts = mitm
+                .hosts
+                .into_iter()
+                .map(|rule| {
+                    regex::Regex::new(&rule)
+                        .map_err(|source| ConfigError::MitmHost { rule, source })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let ca = crate::proxy::mitm::CertificateAuthority::load(&mitm.ca_cert, &mitm.ca_key)
+                .map_err(ConfigError::Mitm)?;
+            Some(crate::proxy::mitm::MitmConfig {
+                hosts,
+                ca: std::sync::Arc::new(ca),
+            })
+        }
+        None => None,
+    };
     Ok(crate::proxy::ProxyConfig {
         listen,
         allow_cidrs,
         rules,
         default_registry,
+        mitm,
     })
 }
 

@@ -154,7 +154,7 @@ pub async fn start(
         scheduler::Schedulers::new(&config.schedulers).map_err(DaemonError::Scheduler)?;
     let metrics = Metrics::new();
     let tasks = tasks::Tasks::new(store.clone());
-    let http = reqwest::Client::builder()
+    let http = with_origin_roots(reqwest::Client::builder(), &config.origin_ca_certs)?
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
         .build()
@@ -187,7 +187,7 @@ pub async fn start(
         &config,
     );
     if let Some(listener) = proxy_listener {
-        let passthrough = reqwest::Client::builder()
+        let passthrough = with_origin_roots(reqwest::Client::builder(), &config.origin_ca_certs)?
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(Duration::from_secs(10))
@@ -360,6 +360,18 @@ fn spawn_gc(tracker: &TaskTracker, cancel: &CancellationToken, store: Store, int
             }
         }
     });
+}
+
+/// Adds the configured extra CA certificates to an origin client.
+fn with_origin_roots(
+    mut builder: reqwest::ClientBuilder,
+    certs: &[Vec<u8>],
+) -> Result<reqwest::ClientBuilder, DaemonError> {
+    for pem in certs {
+        let cert = reqwest::Certificate::from_pem(pem).map_err(DaemonError::Http)?;
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(builder)
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, DaemonError> {

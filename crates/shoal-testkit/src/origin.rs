@@ -97,7 +97,12 @@ impl FakeOrigin {
 
     /// Answers `/name` with `307 Temporary Redirect` to `location` (absolute or relative).
     pub fn add_redirect(&self, name: &str, location: &str) -> String {
-        self.insert(name, Bytes::new(), Behaviour::Normal, Some(location.to_string()))
+        self.insert(
+            name,
+            Bytes::new(),
+            Behaviour::Normal,
+            Some(location.to_string()),
+        )
     }
 
     /// The `Authorization` headers `/name` received.
@@ -107,7 +112,13 @@ impl FakeOrigin {
             .unwrap_or_default()
     }
 
-    fn insert(&self, name: &str, bytes: Bytes, behaviour: Behaviour, redirect: Option<String>) -> String {
+    fn insert(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        behaviour: Behaviour,
+        redirect: Option<String>,
+    ) -> String {
         let blob = Blob {
             bytes,
             behaviour,
@@ -169,8 +180,14 @@ async fn serve(
         return status_response(StatusCode::NOT_FOUND);
     };
     blob.requests.fetch_add(1, Ordering::SeqCst);
-    if let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok()) {
-        blob.authorizations.lock().expect("origin lock").push(value.to_string());
+    if let Some(value) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+    {
+        blob.authorizations
+            .lock()
+            .expect("origin lock")
+            .push(value.to_string());
     }
     if let Some(location) = &blob.redirect {
         return Response::builder()

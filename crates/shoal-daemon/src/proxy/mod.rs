@@ -13,6 +13,7 @@
 
 mod cidr;
 mod headers;
+pub mod mitm;
 mod p2p;
 mod passthrough;
 pub(crate) mod range;
@@ -49,6 +50,8 @@ pub struct ProxyConfig {
     pub rules: Vec<regex::Regex>,
     /// Upstream for origin-form requests without `X-Dragonfly-Registry` or `ns=`.
     pub default_registry: Option<url::Url>,
+    /// Hosts whose `CONNECT` tunnels are terminated; `None` tunnels everything untouched.
+    pub mitm: Option<mitm::MitmConfig>,
 }
 
 /// Default P2P rule: registry blobs by digest.
@@ -107,7 +110,15 @@ fn allowed(config: &ProxyConfig, client: IpAddr) -> bool {
     client.is_loopback() || config.allow_cidrs.iter().any(|cidr| cidr.contains(client))
 }
 
-async fn handle(state: Arc<ProxyState>, request: Request<Incoming>) -> Response<ProxyBody> {
+/// Handles one request. Boxed: terminated tunnels (`mitm`) call back into it.
+pub(crate) fn handle(
+    state: Arc<ProxyState>,
+    request: Request<Incoming>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send>> {
+    Box::pin(handle_request(state, request))
+}
+
+async fn handle_request(state: Arc<ProxyState>, request: Request<Incoming>) -> Response<ProxyBody> {
     if request.method() == Method::CONNECT {
         return tunnel::connect(&state, request).await;
     }

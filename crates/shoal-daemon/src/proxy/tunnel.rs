@@ -1,5 +1,6 @@
-//! `CONNECT host:port`: a byte tunnel, passed through untouched. The target is dialled before
-//! answering, so an unreachable target gets 502 instead of a dead tunnel.
+//! `CONNECT host:port`: a byte tunnel, passed through untouched (unless the host is listed for
+//! termination, see `mitm`). The target is dialled before answering, so an unreachable target
+//! gets 502 instead of a dead tunnel.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,29 @@ pub(crate) async fn connect(
     else {
         return error_response(StatusCode::BAD_REQUEST, "proxy", "CONNECT needs host:port");
     };
+    if let Some(mitm) = state.config.mitm.clone() {
+        let host = request
+            .uri()
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_string();
+        if mitm.matches(&host) {
+            let state = state.clone();
+            let tracker = state.tracker.clone();
+            tracker.spawn(async move {
+                match hyper::upgrade::on(request).await {
+                    Ok(upgraded) => {
+                        if let Err(err) = super::mitm::serve(state, &mitm, upgraded, authority.clone()).await {
+                            tracing::debug!(%authority, error = %err, "terminated tunnel ended with an error");
+                        }
+                    }
+                    Err(err) => tracing::debug!(%authority, error = %err, "connect upgrade failed"),
+                }
+            });
+            return Response::new(empty());
+        }
+    }
     let mut upstream = match tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect(&authority),

@@ -229,16 +229,93 @@ async fn redirects_are_followed_without_leaking_credentials() {
     let content = random_bytes(5 * MIB, 35);
     let presigned = storage.add("bucket/layer", content.clone());
     registry.add("v2/app/blobs/sha256:rel", content.clone());
-    let relative = registry.add_redirect("v2/app/blobs/sha256:relative", "/v2/app/blobs/sha256:rel");
+    let relative =
+        registry.add_redirect("v2/app/blobs/sha256:relative", "/v2/app/blobs/sha256:rel");
     let absolute = registry.add_redirect("v2/app/blobs/sha256:absolute", &presigned);
     let cluster = TestCluster::builder().daemons(1).start().await.unwrap();
     let proxy = client(cluster.proxy_addr(0).await.unwrap());
     for url in [&relative, &absolute] {
-        let response = proxy.get(url).header("Authorization", "Bearer registry-secret").send().await.unwrap();
+        let response = proxy
+            .get(url)
+            .header("Authorization", "Bearer registry-secret")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{url}");
-        assert_eq!(sha256_hex(&response.bytes().await.unwrap()), sha256_hex(&content), "{url}");
+        assert_eq!(
+            sha256_hex(&response.bytes().await.unwrap()),
+            sha256_hex(&content),
+            "{url}"
+        );
     }
-    assert!(registry.authorizations("v2/app/blobs/sha256:absolute").iter().all(|value| value == "Bearer registry-secret"));
-    assert!(!registry.authorizations("v2/app/blobs/sha256:rel").is_empty(), "same-host redirect keeps credentials");
-    assert!(storage.authorizations("bucket/layer").is_empty(), "credentials leaked to object storage");
+    assert!(registry
+        .authorizations("v2/app/blobs/sha256:absolute")
+        .iter()
+        .all(|value| value == "Bearer registry-secret"));
+    assert!(
+        !registry
+            .authorizations("v2/app/blobs/sha256:rel")
+            .is_empty(),
+        "same-host redirect keeps credentials"
+    );
+    assert!(
+        storage.authorizations("bucket/layer").is_empty(),
+        "credentials leaked to object storage"
+    );
+}
+
+/// CONNECT to a host listed for termination: the proxy speaks TLS with a leaf from its CA, the
+/// blob inside goes P2P (HTTP/2 and HTTP/1.1), and a second daemon gets it from the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listed_hosts_are_terminated_and_go_peer_to_peer() {
+    use shoal_daemon::proxy::mitm::{CertificateAuthority, MitmConfig};
+    let content = random_bytes(6 * MIB + 5, 36);
+    let origin = shoal_testkit::tls_origin::TlsOrigin::start(content.clone())
+        .await
+        .unwrap();
+    let (ca_pem, ca_key, _) = shoal_testkit::tls_origin::new_ca("shoal mitm CA").unwrap();
+    let ca = std::sync::Arc::new(CertificateAuthority::from_pem(&ca_pem, &ca_key).unwrap());
+    let origin_ca = origin.ca_pem.clone().into_bytes();
+    let cluster = TestCluster::builder()
+        .daemons(2)
+        .configure(move |_, config| {
+            config.proxy.mitm = Some(MitmConfig {
+                hosts: vec![regex::Regex::new(r"^127\.0\.0\.1$").unwrap()],
+                ca: ca.clone(),
+            });
+            config.origin_ca_certs = vec![origin_ca.clone()];
+        })
+        .start()
+        .await
+        .unwrap();
+    let url = format!("https://{}/v2/app/blobs/sha256:mitm", origin.addr);
+    for (index, http2) in [(0, true), (1, false)] {
+        let proxy = cluster.proxy_addr(index).await.unwrap();
+        let mut builder = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(format!("http://{proxy}")).unwrap())
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap());
+        if !http2 {
+            builder = builder.http1_only();
+        }
+        let response = builder.build().unwrap().get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.version(),
+            if http2 {
+                reqwest::Version::HTTP_2
+            } else {
+                reqwest::Version::HTTP_11
+            }
+        );
+        assert!(
+            response.headers().contains_key("x-dragonfly-task-id"),
+            "the tunnel was not terminated"
+        );
+        assert_eq!(
+            sha256_hex(&response.bytes().await.unwrap()),
+            sha256_hex(&content)
+        );
+    }
+    assert!(origin.served() as f64 <= content.len() as f64 * 1.05);
+    assert!(shoal_testkit::cluster::download_bytes(&cluster.metrics(1), "parent") > 0);
 }
