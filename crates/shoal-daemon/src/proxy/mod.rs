@@ -126,19 +126,24 @@ async fn handle_request(state: Arc<ProxyState>, request: Request<Incoming>) -> R
         Ok(target) => target,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, "proxy", &message),
     };
-    let use_p2p = request.method() == Method::GET
-        && (headers::use_p2p(request.headers())
-            || state
-                .config
-                .rules
-                .iter()
-                .any(|rule| rule.is_match(target.url.as_str())));
+    let p2p_url = headers::use_p2p(request.headers())
+        || state
+            .config
+            .rules
+            .iter()
+            .any(|rule| rule.is_match(target.url.as_str()));
+    let use_p2p = request.method() == Method::GET && p2p_url;
     tracing::debug!(method = %request.method(), url = %target.url, use_p2p, "proxy request");
     if use_p2p {
-        p2p::serve(&state, request, target).await
-    } else {
-        passthrough::forward(&state, request, target.url).await
+        return p2p::serve(&state, request, target).await;
     }
+    if request.method() == Method::HEAD && p2p_url {
+        // A blob we hold completely is answered from its metadata, without the registry.
+        if let Some(response) = p2p::head_from_store(&state, &request, &target).await {
+            return response;
+        }
+    }
+    passthrough::forward(&state, request, target.url).await
 }
 
 /// Where a request goes.
@@ -243,6 +248,21 @@ pub(crate) fn empty() -> ProxyBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_and_listed_networks_are_served() {
+        let config = ProxyConfig {
+            listen: None,
+            allow_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
+            rules: Vec::new(),
+            default_registry: None,
+            mitm: None,
+        };
+        assert!(allowed(&config, "127.0.0.1".parse().unwrap()));
+        assert!(allowed(&config, "::1".parse().unwrap()));
+        assert!(allowed(&config, "10.1.2.3".parse().unwrap()));
+        assert!(!allowed(&config, "192.168.1.1".parse().unwrap()));
+    }
 
     #[test]
     fn registry_values() {

@@ -250,6 +250,42 @@ async fn wait_for_piece(entry: &TaskEntry, piece: shoal_types::PieceNumber) -> s
     }
 }
 
+/// `HEAD` for a blob this daemon holds completely; `None` when it must go to the registry.
+pub(crate) async fn head_from_store(
+    state: &Arc<ProxyState>,
+    request: &Request<Incoming>,
+    target: &Target,
+) -> Option<Response<ProxyBody>> {
+    let download = download_for(request, target).ok()?;
+    let task_id = crate::download::Engine::task_id(&download).ok()?;
+    let entry = state.engine.inner.tasks.get(&task_id).await.ok()??;
+    if entry.status() != TaskStatus::Finished {
+        return None;
+    }
+    let mut response = Response::new(super::empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_LENGTH,
+        HeaderValue::from(entry.layout.content_length()),
+    );
+    headers.insert(
+        http::header::ACCEPT_RANGES,
+        HeaderValue::from_static("bytes"),
+    );
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(value) = HeaderValue::from_str(task_id.as_str()) {
+        headers.insert(headers::TASK_ID, value);
+    }
+    headers.insert(
+        headers::TASK_DOWNLOAD_FINISHED,
+        HeaderValue::from_static("true"),
+    );
+    Some(response)
+}
+
 /// The response for a download that failed before any byte was promised.
 fn failure_response(error: Option<DownloadError>) -> Response<ProxyBody> {
     let Some(error) = error else {

@@ -38,6 +38,20 @@ async fn proxied_downloads_go_peer_to_peer() {
     }
     assert!(origin.served("v2/app/blobs/sha256:abc") as f64 <= content.len() as f64 * 1.05);
     assert!(shoal_testkit::cluster::download_bytes(&cluster.metrics(1), "parent") > 0);
+    // HEAD of a blob held completely is answered from metadata, without asking the origin.
+    let requests = origin.requests("v2/app/blobs/sha256:abc");
+    let head = client(cluster.proxy_addr(1).await.unwrap())
+        .head(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        content.len().to_string().as_str()
+    );
+    assert_eq!(head.headers()["x-dragonfly-task-download-finished"], "true");
+    assert_eq!(origin.requests("v2/app/blobs/sha256:abc"), requests);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
