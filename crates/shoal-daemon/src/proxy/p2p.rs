@@ -183,10 +183,12 @@ fn async_stream(
     range: ByteRange,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let layout: PieceLayout = entry.layout;
+    // Garbage collection never removes a task while a client is reading it.
+    let pin = Arc::new(store.pin(&task_id));
     let state = (store, task_id, entry, range.start, None::<tokio::fs::File>);
-    futures::stream::unfold(
-        state,
-        move |(store, task_id, entry, position, file)| async move {
+    futures::stream::unfold(state, move |(store, task_id, entry, position, file)| {
+        let _pin = pin.clone();
+        async move {
             if position >= range.end {
                 return None;
             }
@@ -199,8 +201,8 @@ fn async_stream(
                 }
                 Err(err) => Some((Err(err), (store, task_id, entry, range.end, None))),
             }
-        },
-    )
+        }
+    })
 }
 
 async fn next_chunk(
