@@ -56,6 +56,10 @@ pub enum GetError {
     OutputDir(PathBuf),
     #[error("output path {0} is a directory")]
     OutputIsDir(PathBuf),
+    #[error("output path {0} exists and is not a regular file")]
+    OutputNotRegular(PathBuf),
+    #[error("writing to stdout is not supported: give a file path to -O")]
+    Stdout,
     #[error("resolve current directory")]
     CurrentDir(#[source] std::io::Error),
     #[error("no shoal daemon is answering on {socket}: start one with `shoal daemon --scheduler http://SCHEDULER:8002` or pass --socket")]
@@ -200,6 +204,9 @@ pub async fn get(options: &GetOptions) -> Result<GetSummary, GetError> {
 }
 
 fn absolute_output(output: &Path) -> Result<PathBuf, GetError> {
+    if output.as_os_str() == "-" {
+        return Err(GetError::Stdout);
+    }
     let output = if output.is_absolute() {
         output.to_path_buf()
     } else {
@@ -209,6 +216,12 @@ fn absolute_output(output: &Path) -> Result<PathBuf, GetError> {
     };
     if output.is_dir() {
         return Err(GetError::OutputIsDir(output));
+    }
+    // Devices, FIFOs and sockets are never replaced by a download.
+    if let Ok(metadata) = std::fs::metadata(&output) {
+        if !metadata.is_file() {
+            return Err(GetError::OutputNotRegular(output));
+        }
     }
     let parent = output
         .parent()
@@ -272,6 +285,26 @@ mod tests {
             .filtered_query_params
             .iter()
             .any(|name| name == "X-Amz-Signature"));
+    }
+
+    #[test]
+    fn special_outputs_are_refused() {
+        assert!(matches!(
+            absolute_output(Path::new("-")),
+            Err(GetError::Stdout)
+        ));
+        assert!(matches!(
+            absolute_output(Path::new("/dev/null")),
+            Err(GetError::OutputNotRegular(_))
+        ));
+        assert!(matches!(
+            absolute_output(Path::new("/tmp")),
+            Err(GetError::OutputIsDir(_))
+        ));
+        assert!(matches!(
+            absolute_output(Path::new("/nonexistent-dir/x")),
+            Err(GetError::OutputDir(_))
+        ));
     }
 
     #[test]

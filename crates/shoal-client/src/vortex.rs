@@ -14,14 +14,17 @@ use shoal_protocol::vortex::{self, Packet, PieceInfo, VortexError};
 use shoal_types::{PieceDigest, TaskId};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Idle connections kept per parent.
 const MAX_IDLE_PER_PARENT: usize = 16;
+/// Pooled connections idle longer than this are dropped: parents close theirs after 30-60 s.
+const MAX_IDLE: Duration = Duration::from_secs(20);
 
 /// Pool of Vortex connections to parents; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct PieceClient {
-    idle: Arc<Mutex<HashMap<SocketAddr, Vec<TcpStream>>>>,
+    idle: Arc<Mutex<HashMap<SocketAddr, Vec<(TcpStream, Instant)>>>>,
 }
 
 /// A verified piece received from a parent.
@@ -115,10 +118,21 @@ impl PieceClient {
         expected_length: u64,
         timeout: Duration,
     ) -> Result<ReceivedPiece, FetchPieceError> {
-        let mut stream = match self.take_idle(addr) {
-            Some(stream) => stream,
-            None => connect(addr, timeout).await?,
-        };
+        // A pooled connection may have been closed by the parent since its last use: a failure
+        // on one is retried once on a fresh connection before it counts against the parent.
+        if let Some(mut stream) = self.take_idle(addr) {
+            let exchange = exchange(&mut stream, addr, task_id, piece, expected_length);
+            match tokio::time::timeout(timeout, exchange).await {
+                Ok(Ok(received)) => {
+                    self.put_idle(addr, stream);
+                    return verify(addr, received);
+                }
+                Ok(Err(FetchPieceError::Transfer { .. })) => {}
+                Ok(Err(err)) => return Err(err),
+                Err(_) => return Err(FetchPieceError::Timeout { addr }),
+            }
+        }
+        let mut stream = connect(addr, timeout).await?;
         let exchange = exchange(&mut stream, addr, task_id, piece, expected_length);
         let received = match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result?,
@@ -133,7 +147,13 @@ impl PieceClient {
             .idle
             .lock()
             .expect("pool lock is never poisoned: no panics inside");
-        idle.get_mut(&addr).and_then(Vec::pop)
+        let pool = idle.get_mut(&addr)?;
+        while let Some((stream, since)) = pool.pop() {
+            if since.elapsed() < MAX_IDLE {
+                return Some(stream);
+            }
+        }
+        None
     }
 
     fn put_idle(&self, addr: SocketAddr, stream: TcpStream) {
@@ -143,7 +163,7 @@ impl PieceClient {
             .expect("pool lock is never poisoned: no panics inside");
         let entry = idle.entry(addr).or_default();
         if entry.len() < MAX_IDLE_PER_PARENT {
-            entry.push(stream);
+            entry.push((stream, Instant::now()));
         }
     }
 
@@ -257,4 +277,91 @@ fn verify(addr: SocketAddr, received: Unverified) -> Result<ReceivedPiece, Fetch
         digest: actual,
         content,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::vortex::{encode_piece_content, PieceInfo};
+    use tokio::io::AsyncWriteExt;
+
+    const TASK: &str = "7fcf06e5f0b1e443065c1a563eed788eb2e168a05c6ad9c4b319f7a976322be0";
+
+    /// A parent that serves one piece per connection and then closes it, as a parent does
+    /// after its idle timeout: the pooled connection is stale on the next fetch.
+    async fn one_shot_parent() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let Ok(Packet::DownloadPiece { piece_number, .. }) =
+                    vortex::read_packet(&mut stream).await
+                else {
+                    continue;
+                };
+                let content = b"hello world";
+                let info = PieceInfo {
+                    number: piece_number,
+                    offset: 0,
+                    length: content.len() as u64,
+                    digest: PieceDigest::compute(content).to_string(),
+                    parent_id: String::new(),
+                    traffic_type: 1,
+                    cost: Duration::ZERO,
+                    created_at: 0,
+                };
+                stream
+                    .write_all(&encode_piece_content(&info))
+                    .await
+                    .unwrap();
+                stream.write_all(content).await.unwrap();
+                // Dropping the stream closes the connection.
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_stale_pooled_connection_is_retried_on_a_fresh_one() {
+        let addr = one_shot_parent().await;
+        let client = PieceClient::new();
+        let task: TaskId = TASK.parse().unwrap();
+        for piece in 0..3 {
+            let received = client
+                .fetch(addr, &task, piece, 11, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(&received.content[..], b"hello world");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_piece_is_reported_as_corrupt() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let _ = vortex::read_packet(&mut stream).await.unwrap();
+            let info = PieceInfo {
+                number: 0,
+                offset: 0,
+                length: 11,
+                digest: PieceDigest::compute(b"hello world").to_string(),
+                parent_id: String::new(),
+                traffic_type: 1,
+                cost: Duration::ZERO,
+                created_at: 0,
+            };
+            stream
+                .write_all(&encode_piece_content(&info))
+                .await
+                .unwrap();
+            stream.write_all(b"hello WORLD").await.unwrap();
+        });
+        let err = PieceClient::new()
+            .fetch(addr, &TASK.parse().unwrap(), 0, 11, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(err.is_corrupt(), "{err}");
+    }
 }

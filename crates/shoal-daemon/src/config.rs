@@ -287,14 +287,18 @@ impl TryFrom<DaemonToml> for DaemonConfig {
                 toml.download.concurrent_pieces.unwrap_or(8),
                 "download.concurrentPieces",
             )?,
-            piece_timeout: toml
-                .download
-                .piece_timeout
-                .unwrap_or(Duration::from_secs(30)),
-            stall_timeout: toml
-                .download
-                .stall_timeout
-                .unwrap_or(Duration::from_secs(20)),
+            piece_timeout: positive_duration(
+                toml.download
+                    .piece_timeout
+                    .unwrap_or(Duration::from_secs(30)),
+                "download.pieceTimeout",
+            )?,
+            stall_timeout: positive_duration(
+                toml.download
+                    .stall_timeout
+                    .unwrap_or(Duration::from_secs(20)),
+                "download.stallTimeout",
+            )?,
             origin_retries: toml.download.origin_retries.unwrap_or(4).max(1),
         };
         let upload = UploadConfig {
@@ -307,15 +311,20 @@ impl TryFrom<DaemonToml> for DaemonConfig {
                 .rate_limit
                 .map(|size| size.as_u64())
                 .filter(|rate| *rate > 0),
-            announce_interval: toml
-                .upload
-                .announce_interval
-                .unwrap_or(Duration::from_secs(30)),
+            announce_interval: positive_duration(
+                toml.upload
+                    .announce_interval
+                    .unwrap_or(Duration::from_secs(30)),
+                "upload.announceInterval",
+            )?,
         };
         let storage = StorageConfig {
             capacity: toml.storage.capacity.map(|size| size.as_u64()),
             ttl: toml.storage.ttl.unwrap_or(Duration::from_secs(24 * 3600)),
-            gc_interval: toml.storage.gc_interval.unwrap_or(Duration::from_secs(60)),
+            gc_interval: positive_duration(
+                toml.storage.gc_interval.unwrap_or(Duration::from_secs(60)),
+                "storage.gcInterval",
+            )?,
         };
         let proxy = proxy_config(toml.proxy, ip)?;
         let origin_ca_certs = toml
@@ -409,6 +418,13 @@ fn proxy_config(toml: ProxyToml, ip: IpAddr) -> Result<crate::proxy::ProxyConfig
     })
 }
 
+fn positive_duration(value: Duration, field: &'static str) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::Zero { field });
+    }
+    Ok(value)
+}
+
 fn positive(value: usize, field: &'static str) -> Result<usize, ConfigError> {
     if value == 0 {
         return Err(ConfigError::Zero { field });
@@ -443,6 +459,19 @@ mod tests {
         assert_eq!(config.upload_addr.port(), 4000);
         assert_eq!(config.vortex_addr.port(), 4005);
         assert_eq!(config.download.concurrent_pieces, 8);
+    }
+
+    #[test]
+    fn zero_intervals_are_refused() {
+        for section in [
+            "storage:\n  gcInterval: 0s",
+            "upload:\n  announceInterval: 0s",
+            "download:\n  pieceTimeout: 0s",
+        ] {
+            let text = format!("schedulers: [http://s:8002]\n{section}\n");
+            let err = DaemonConfig::try_from(DaemonToml::parse(&text).unwrap()).unwrap_err();
+            assert!(matches!(err, ConfigError::Zero { .. }), "{section}: {err}");
+        }
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub enum DaemonError {
     Http(#[source] reqwest::Error),
     #[error("another daemon is already serving on socket {0}")]
     SocketInUse(PathBuf),
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
 }
 
 /// A started daemon: its bound addresses and a handle to wait for shutdown.
@@ -156,6 +158,8 @@ pub async fn start(
     let tasks = tasks::Tasks::new(store.clone());
     let http = with_origin_roots(reqwest::Client::builder(), &config.origin_ca_certs)?
         .connect_timeout(Duration::from_secs(10))
+        // An origin that stops sending mid-body fails the request instead of hanging it.
+        .read_timeout(config.download.piece_timeout)
         .tcp_nodelay(true)
         .build()
         .map_err(DaemonError::Http)?;
@@ -191,6 +195,7 @@ pub async fn start(
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
             .build()
             .map_err(DaemonError::Http)?;
         let state = Arc::new(proxy::ProxyState {
@@ -402,7 +407,11 @@ async fn bind_unix(path: &Path) -> Result<UnixListener, DaemonError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(error)?;
     }
-    if path.exists() {
+    if let Ok(metadata) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt as _;
+        if !metadata.file_type().is_socket() {
+            return Err(DaemonError::NotASocket(path.to_path_buf()));
+        }
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             return Err(DaemonError::SocketInUse(path.to_path_buf()));
         }

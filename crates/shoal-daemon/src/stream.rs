@@ -38,7 +38,7 @@ pub(crate) fn download_task(
     let host_id = engine.inner.host.host_id.to_string();
     let cancel = cancel.clone();
     tracker.spawn(async move {
-        let request = DownloadRequest { download, output };
+        let request = DownloadRequest { download };
         let download = engine.download(request, events);
         tokio::pin!(download);
         let mut task_id = String::new();
@@ -58,9 +58,23 @@ pub(crate) fn download_task(
             let _ = responses.send(Ok(to_response(event, &host_id, &mut task_id))).await;
         }
         match result {
-            Ok(outcome) => {
+Ok(outcome) => {
                 tracing::info!(task_id = %outcome.task_id, content_length = outcome.content_length, "download finished");
+                // The output is written only for a requester still waiting for it: a cancelled
+                // `shoal get` or a stopping daemon leaves the path untouched.
+                if let Some(path) = output {
+                    if cancel.is_cancelled() || responses.is_closed() {
+                        tracing::info!(path = %path.display(), "requester went away, output not written");
+                    } else {
+                        let content = engine.store().content_path(&outcome.task_id);
+                        let _pin = engine.store().pin(&outcome.task_id);
+                        if let Err(err) = crate::download::copy_output(&content, &path, outcome.content_length).await {
+                            let _ = responses.send(Err(err.code().status(err.chain()))).await;
+                        }
+                    }
+                }
             }
+            
             Err(err) => {
                 tracing::info!(task_id, error = %err.chain(), "download failed");
                 let _ = responses.send(Err(err.code().status(err.chain()))).await;

@@ -268,7 +268,10 @@ async fn fallback(
     status: tonic::Status,
 ) -> Result<(), DownloadError> {
     if context.download.disable_back_to_source {
-        return Err(DownloadError::Scheduler(status));
+        return Err(DownloadError::Scheduler {
+            code: status.code(),
+            message: status.message().to_string(),
+        });
     }
     tracing::warn!(task_id = %context.task_id, code = ?status.code(), message = status.message(), "scheduler unusable, downloading from origin");
     back_to_source(context, &missing, reporter).await
@@ -281,4 +284,71 @@ fn registration(context: &TaskContext) -> shoal_protocol::common::Download {
     download.actual_piece_count = Some(u64::from(context.layout.piece_count()));
     download.output_path = None;
     download
+}
+
+/// Tells the scheduler this daemon holds `task_id` completely (a metadata-only registration,
+/// wire reference §7.4), so it can offer us as a parent, e.g. after it restarted. Best effort:
+/// failures are logged at debug and never fail the caller's download.
+pub(crate) async fn announce_holder(
+    engine: &super::EngineInner,
+    task_id: &shoal_types::TaskId,
+    layout: shoal_types::PieceLayout,
+    download: &shoal_protocol::common::Download,
+) {
+    let exchange = async {
+        let (sender, receiver) = mpsc::channel(8);
+        let peer_id = shoal_types::PeerId::generate(
+            &engine.host.ip.to_string(),
+            &engine.host.hostname,
+            engine.host.seed,
+        );
+        let reporter = Reporter {
+            sender: Some(sender),
+            host_id: engine.host.host_id.to_string(),
+            task_id: task_id.to_string(),
+            peer_id: peer_id.to_string(),
+        };
+        let mut registration = download.clone();
+        registration.metadata_only = true;
+        registration.need_back_to_source = false;
+        registration.output_path = None;
+        registration.actual_content_length = Some(layout.content_length());
+        registration.actual_piece_length = Some(layout.piece_length());
+        registration.actual_piece_count = Some(u64::from(layout.piece_count()));
+        reporter
+            .send(Request::RegisterPeerRequest(RegisterPeerRequest {
+                download: Some(registration),
+            }))
+            .await;
+        let mut client = engine.schedulers.client_for(task_id);
+        let mut responses = client
+            .announce_peer(ReceiverStream::new(receiver))
+            .await?
+            .into_inner();
+        if let Some(AnnouncePeerResponse {
+            response: Some(Response::MetadataOnlyResponse(_)),
+        }) = responses.message().await?
+        {
+            reporter
+                .send(Request::DownloadPeerStartedRequest(
+                    DownloadPeerStartedRequest {},
+                ))
+                .await;
+            reporter
+                .send(Request::DownloadPeerFinishedRequest(
+                    DownloadPeerFinishedRequest {},
+                ))
+                .await;
+        }
+        drop(reporter);
+        while responses.message().await?.is_some() {}
+        Ok::<(), tonic::Status>(())
+    };
+    match tokio::time::timeout(CLOSE_WAIT, exchange).await {
+        Ok(Ok(())) => {}
+        Ok(Err(status)) => {
+            tracing::debug!(%task_id, code = ?status.code(), message = status.message(), "announcing a held task failed")
+        }
+        Err(_) => tracing::debug!(%task_id, "announcing a held task timed out"),
+    }
 }

@@ -27,8 +27,8 @@ pub enum DownloadError {
     },
     #[error("no parent could serve the task and back-to-source is disabled ({reason})")]
     NoSource { reason: String },
-    #[error("scheduler refused the download")]
-    Scheduler(#[source] tonic::Status),
+    #[error("scheduler unavailable ({code:?}): {message}")]
+    Scheduler { code: tonic::Code, message: String },
     #[error("download cancelled")]
     Cancelled,
 }
@@ -59,7 +59,7 @@ impl DownloadError {
                 _ => ErrorCode::Unavailable,
             },
             Self::DigestMismatch { .. } => ErrorCode::FailedPrecondition,
-            Self::NoSource { .. } | Self::Scheduler(_) => ErrorCode::Unavailable,
+            Self::NoSource { .. } | Self::Scheduler { .. } => ErrorCode::Unavailable,
             Self::Store(_) | Self::Output { .. } => ErrorCode::Internal,
             Self::Cancelled => ErrorCode::Cancelled,
         }

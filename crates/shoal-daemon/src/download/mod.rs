@@ -12,12 +12,12 @@ mod announce;
 mod error;
 pub(crate) mod origin;
 mod output;
+pub(crate) use output::copy_atomically as copy_output;
 mod p2p;
 mod progress;
 mod source;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use shoal_client::vortex::PieceClient;
@@ -58,8 +58,6 @@ pub(crate) struct EngineInner {
 #[derive(Debug, Clone)]
 pub(crate) struct DownloadRequest {
     pub(crate) download: Download,
-    /// Where to place the content; `None` keeps it only in the store (seed and preheat).
-    pub(crate) output: Option<PathBuf>,
 }
 
 /// What a finished download produced.
@@ -161,21 +159,7 @@ impl Engine {
         let store = self.store().clone();
         let _pin = store.pin(&task_id);
 
-        if let Some(state) = store.task(&task_id).await.map_err(DownloadError::Store)? {
-            if state.finished {
-                return self
-                    .serve_local(
-                        &task_id,
-                        state.layout,
-                        state.pieces.into_values().collect(),
-                        digest,
-                        request.output,
-                        &events,
-                    )
-                    .await;
-            }
-        }
-
+        // Built first so bad request headers fail the same way on a cache hit as on a miss.
         let origin = Origin::new(
             self.inner.http.clone(),
             &download.url,
@@ -183,6 +167,23 @@ impl Engine {
             self.inner.config.origin_retries,
         )
         .map_err(DownloadError::Origin)?;
+        if let Some(state) = store.task(&task_id).await.map_err(DownloadError::Store)? {
+            if state.finished {
+                let outcome = self
+                    .serve_local(
+                        &task_id,
+                        state.layout,
+                        state.pieces.into_values().collect(),
+                        digest,
+                        &events,
+                    )
+                    .await;
+                // Tell the scheduler we hold the task (it may have restarted and forgotten).
+                announce::announce_holder(&self.inner, &task_id, state.layout, &download).await;
+                return outcome;
+            }
+        }
+
         let length = match origin.stat().await.map_err(DownloadError::Origin)? {
             OriginStat::Length(length) => length,
             OriginStat::Unknown(response) => {
@@ -194,9 +195,7 @@ impl Engine {
                     &events,
                 )
                 .await?;
-                return self
-                    .complete(&task_id, layout, pieces, digest, request.output)
-                    .await;
+                return self.complete(&task_id, layout, pieces, digest, true).await;
             }
         };
         let layout = match download.piece_length {
@@ -266,9 +265,7 @@ impl Engine {
             return Err(err);
         }
         let pieces = entry.pieces();
-        let outcome = self
-            .complete(&task_id, layout, pieces, digest, request.output)
-            .await;
+        let outcome = self.complete(&task_id, layout, pieces, digest, true).await;
         match &outcome {
             Ok(_) => entry.set_status(TaskStatus::Finished),
             Err(err) => entry.set_status(TaskStatus::Failed(format!("{err:#}"))),
@@ -282,7 +279,6 @@ impl Engine {
         layout: PieceLayout,
         pieces: Vec<PieceRecord>,
         digest: Option<ContentDigest>,
-        output: Option<PathBuf>,
         events: &mpsc::Sender<DownloadEvent>,
     ) -> Result<DownloadOutcome, DownloadError> {
         let _ = events
@@ -292,17 +288,19 @@ impl Engine {
                 local_pieces: pieces.clone(),
             })
             .await;
-        self.complete(task_id, layout, pieces, digest, output).await
+        // Cached pieces were verified when stored: a mismatch is the caller's digest, not ours.
+        self.complete(task_id, layout, pieces, digest, false).await
     }
 
-    /// Marks the task finished, checks the whole digest and writes the output file.
+    /// Marks the task finished and checks the whole digest; a mismatch on freshly downloaded
+    /// content (`fresh`) discards the task.
     async fn complete(
         &self,
         task_id: &TaskId,
         layout: PieceLayout,
         _pieces: Vec<PieceRecord>,
         digest: Option<ContentDigest>,
-        output: Option<PathBuf>,
+        fresh: bool,
     ) -> Result<DownloadOutcome, DownloadError> {
         let store = self.store();
         let state = store
@@ -323,15 +321,15 @@ impl Engine {
         let path = store.content_path(task_id);
         if let Some(expected) = digest {
             if let Err(err) = output::verify_digest(&path, &expected).await {
+                if !fresh {
+                    return Err(err);
+                }
                 self.inner.tasks.forget(task_id);
                 if let Err(delete) = store.delete_task(task_id).await {
                     tracing::warn!(%task_id, error = %delete, "failed to delete task after digest mismatch");
                 }
                 return Err(err);
             }
-        }
-        if let Some(output) = output {
-            output::copy_atomically(&path, &output, layout.content_length()).await?;
         }
         Ok(DownloadOutcome {
             task_id: task_id.clone(),

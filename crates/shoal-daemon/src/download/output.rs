@@ -35,7 +35,20 @@ fn copy_blocking(content: &Path, output: &Path, length: u64) -> Result<(), Downl
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temp: PathBuf = parent.join(format!(".{name}.shoal-{}.tmp", std::process::id()));
+    // A unique name per download: two downloads to one path never share a temporary file.
+    let short: String = name.chars().take(100).collect();
+    let temp: PathBuf = parent.join(format!(".{short}.shoal-{:016x}.tmp", rand::random::<u64>()));
+    match std::fs::metadata(output) {
+        Ok(existing) if !existing.is_file() => {
+            return Err(DownloadError::Output {
+                path: output.to_path_buf(),
+                source: std::io::Error::other(
+                    "exists and is not a regular file; refusing to replace it",
+                ),
+            });
+        }
+        _ => {}
+    }
     let result = (|| {
         let mut source = std::fs::File::open(content).map_err(error(content))?;
         let mut target = std::fs::File::create(&temp).map_err(error(&temp))?;

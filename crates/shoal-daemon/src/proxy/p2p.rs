@@ -41,13 +41,7 @@ pub(crate) async fn serve(
     let engine = state.engine.clone();
     let cancel = state.cancel.clone();
     state.tracker.spawn(async move {
-        let download = engine.download(
-            DownloadRequest {
-                download,
-                output: None,
-            },
-            events,
-        );
+        let download = engine.download(DownloadRequest { download }, events);
         let outcome = tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(DownloadError::Cancelled),

@@ -213,3 +213,81 @@ async fn digest_mismatch_leaves_no_file() {
     );
     assert!(!path.exists());
 }
+
+/// An origin that sends headers and then nothing: the download fails with a clear error
+/// instead of hanging, and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn origin_that_stalls_fails_instead_of_hanging() {
+    let origin = FakeOrigin::start().await.unwrap();
+    let url = origin.add("blob", random_bytes(2 * MIB, 16));
+    origin.throttle("blob", 1);
+    let cluster = TestCluster::builder()
+        .daemons(1)
+        .configure(|_, config| {
+            config.download.piece_timeout = Duration::from_secs(2);
+            config.download.origin_retries = 1;
+        })
+        .start()
+        .await
+        .unwrap();
+    let path = cluster.output_path();
+    let options = shoal_cli::get::GetOptions {
+        url,
+        output: path.clone(),
+        socket: cluster.daemons[0].config.socket.clone(),
+        no_progress: true,
+        ..Default::default()
+    };
+    let result = tokio::time::timeout(Duration::from_secs(60), shoal_cli::get::get(&options))
+        .await
+        .expect("the download hung");
+    let message = result.unwrap_err().to_string();
+    assert!(message.contains("origin"), "{message}");
+    assert!(!path.exists());
+}
+
+/// A `shoal get` that goes away mid-download: the daemon finishes filling its cache but never
+/// writes the abandoned output path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abandoned_get_writes_no_output() {
+    let origin = FakeOrigin::start().await.unwrap();
+    let content = random_bytes(12 * MIB, 17);
+    let url = origin.add("blob", content.clone());
+    origin.throttle("blob", 8 * MIB as u64);
+    let cluster = Arc::new(TestCluster::builder().daemons(1).start().await.unwrap());
+    let path = cluster.output_path();
+    let options = shoal_cli::get::GetOptions {
+        url: url.clone(),
+        output: path.clone(),
+        socket: cluster.daemons[0].config.socket.clone(),
+        no_progress: true,
+        ..Default::default()
+    };
+    let get = tokio::spawn(async move { shoal_cli::get::get(&options).await });
+    let watcher = cluster.clone();
+    wait_until(Duration::from_secs(30), || {
+        let received = download_bytes(&watcher.metrics(0), "origin");
+        async move { received > 0 }
+    })
+    .await
+    .unwrap();
+    get.abort();
+    origin.throttle("blob", 0);
+    let watcher = cluster.clone();
+    wait_until(Duration::from_secs(30), || {
+        let metrics = watcher.metrics(0);
+        async move {
+            shoal_testkit::cluster::metric_value(
+                &metrics,
+                "shoal_daemon_tasks_total{state=\"succeeded\"}",
+            ) >= 1
+        }
+    })
+    .await
+    .expect("the daemon finished the download for its cache");
+    assert!(!path.exists(), "an abandoned get wrote its output");
+    // The cache is complete: the next get is served locally.
+    let fetched = cluster.get(0, &url).await.unwrap();
+    assert_eq!(sha256_hex(&fetched.bytes), sha256_hex(&content));
+    assert_eq!(fetched.summary.from_cache, content.len() as u64);
+}
