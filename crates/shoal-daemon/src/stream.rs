@@ -74,7 +74,6 @@ Ok(outcome) => {
                     }
                 }
             }
-            
             Err(err) => {
                 tracing::info!(task_id, error = %err.chain(), "download failed");
                 let _ = responses.send(Err(err.code().status(err.chain()))).await;
