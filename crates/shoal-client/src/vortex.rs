@@ -21,10 +21,13 @@ const MAX_IDLE_PER_PARENT: usize = 16;
 /// Pooled connections idle longer than this are dropped: parents close theirs after 30-60 s.
 const MAX_IDLE: Duration = Duration::from_secs(20);
 
+/// Idle connections per parent, each with the time it went idle.
+type IdlePool = HashMap<SocketAddr, Vec<(TcpStream, Instant)>>;
+
 /// Pool of Vortex connections to parents; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct PieceClient {
-    idle: Arc<Mutex<HashMap<SocketAddr, Vec<(TcpStream, Instant)>>>>,
+    idle: Arc<Mutex<IdlePool>>,
 }
 
 /// A verified piece received from a parent.
