@@ -19,7 +19,7 @@ if [ -n "${SHOAL_BIN:-}" ]; then
 else
     echo "building shoal (first build takes several minutes)..." >&2
     cargo build --manifest-path "$root/Cargo.toml" --bin shoal -q
-    shoal="$root/target/debug/shoal"
+    shoal="${CARGO_TARGET_DIR:-$root/target}/debug/shoal"
 fi
 
 file="${1:-}"
@@ -32,10 +32,12 @@ fi
 work="$(mktemp -d /tmp/shoal-demo.XXXXXX)"
 pids=()
 cleanup() {
+    local status=$?
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
     wait 2>/dev/null || true
-    rm -rf "$work"
+    # Keep the logs when something failed; they are what the error message points at.
+    if [ "$status" -eq 0 ]; then rm -rf "$work"; else echo "logs kept in $work" >&2; fi
 }
 trap cleanup EXIT INT TERM
 
