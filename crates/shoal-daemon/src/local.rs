@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::download::Engine;
 use crate::stream::{self, ResponseStream};
-use crate::upload::grpc::{unserved, Unserved};
+use crate::upload::grpc::{unserved_rpcs, Unserved};
 
 /// The local download service.
 #[derive(Debug, Clone)]
@@ -72,109 +72,24 @@ impl DfdaemonDownload for LocalService {
     type DownloadPersistentTaskStream = Unserved<dfdaemon::DownloadPersistentTaskResponse>;
     type DownloadPersistentCacheTaskStream =
         Unserved<dfdaemon::DownloadPersistentCacheTaskResponse>;
-    async fn stat_local_task(
-        &self,
-        _request: Request<dfdaemon::StatLocalTaskRequest>,
-    ) -> Result<Response<dfdaemon::StatLocalTaskResponse>, Status> {
-        Err(unserved("stat_local_task"))
-    }
-    async fn list_local_tasks(
-        &self,
-        _request: Request<dfdaemon::ListLocalTasksRequest>,
-    ) -> Result<Response<dfdaemon::ListLocalTasksResponse>, Status> {
-        Err(unserved("list_local_tasks"))
-    }
-    async fn list_task_entries(
-        &self,
-        _request: Request<dfdaemon::ListTaskEntriesRequest>,
-    ) -> Result<Response<dfdaemon::ListTaskEntriesResponse>, Status> {
-        Err(unserved("list_task_entries"))
-    }
-    async fn delete_local_task(
-        &self,
-        _request: Request<dfdaemon::DeleteLocalTaskRequest>,
-    ) -> Result<Response<()>, Status> {
-        Err(unserved("delete_local_task"))
-    }
-    async fn delete_host(&self, _request: Request<()>) -> Result<Response<()>, Status> {
-        Err(unserved("delete_host"))
-    }
-    async fn download_cache_task(
-        &self,
-        _request: Request<dfdaemon::DownloadCacheTaskRequest>,
-    ) -> Result<Response<Self::DownloadCacheTaskStream>, Status> {
-        Err(unserved("download_cache_task"))
-    }
-    async fn stat_cache_task(
-        &self,
-        _request: Request<dfdaemon::StatCacheTaskRequest>,
-    ) -> Result<Response<common::CacheTask>, Status> {
-        Err(unserved("stat_cache_task"))
-    }
-    async fn delete_cache_task(
-        &self,
-        _request: Request<dfdaemon::DeleteCacheTaskRequest>,
-    ) -> Result<Response<()>, Status> {
-        Err(unserved("delete_cache_task"))
-    }
-    async fn download_persistent_task(
-        &self,
-        _request: Request<dfdaemon::DownloadPersistentTaskRequest>,
-    ) -> Result<Response<Self::DownloadPersistentTaskStream>, Status> {
-        Err(unserved("download_persistent_task"))
-    }
-    async fn upload_persistent_task(
-        &self,
-        _request: Request<dfdaemon::UploadPersistentTaskRequest>,
-    ) -> Result<Response<common::PersistentTask>, Status> {
-        Err(unserved("upload_persistent_task"))
-    }
-    async fn stat_persistent_task(
-        &self,
-        _request: Request<dfdaemon::StatPersistentTaskRequest>,
-    ) -> Result<Response<common::PersistentTask>, Status> {
-        Err(unserved("stat_persistent_task"))
-    }
-    async fn stat_local_persistent_task(
-        &self,
-        _request: Request<dfdaemon::StatLocalPersistentTaskRequest>,
-    ) -> Result<Response<dfdaemon::StatLocalPersistentTaskResponse>, Status> {
-        Err(unserved("stat_local_persistent_task"))
-    }
-    async fn list_local_persistent_tasks(
-        &self,
-        _request: Request<dfdaemon::ListLocalPersistentTasksRequest>,
-    ) -> Result<Response<dfdaemon::ListLocalPersistentTasksResponse>, Status> {
-        Err(unserved("list_local_persistent_tasks"))
-    }
-    async fn download_persistent_cache_task(
-        &self,
-        _request: Request<dfdaemon::DownloadPersistentCacheTaskRequest>,
-    ) -> Result<Response<Self::DownloadPersistentCacheTaskStream>, Status> {
-        Err(unserved("download_persistent_cache_task"))
-    }
-    async fn upload_persistent_cache_task(
-        &self,
-        _request: Request<dfdaemon::UploadPersistentCacheTaskRequest>,
-    ) -> Result<Response<common::PersistentCacheTask>, Status> {
-        Err(unserved("upload_persistent_cache_task"))
-    }
-    async fn stat_persistent_cache_task(
-        &self,
-        _request: Request<dfdaemon::StatPersistentCacheTaskRequest>,
-    ) -> Result<Response<common::PersistentCacheTask>, Status> {
-        Err(unserved("stat_persistent_cache_task"))
-    }
-    async fn stat_local_persistent_cache_task(
-        &self,
-        _request: Request<dfdaemon::StatLocalPersistentCacheTaskRequest>,
-    ) -> Result<Response<dfdaemon::StatLocalPersistentCacheTaskResponse>, Status> {
-        Err(unserved("stat_local_persistent_cache_task"))
-    }
-    async fn list_local_persistent_cache_tasks(
-        &self,
-        _request: Request<dfdaemon::ListLocalPersistentCacheTasksRequest>,
-    ) -> Result<Response<dfdaemon::ListLocalPersistentCacheTasksResponse>, Status> {
-        Err(unserved("list_local_persistent_cache_tasks"))
+    unserved_rpcs! {
+        stat_local_task(dfdaemon::StatLocalTaskRequest) -> dfdaemon::StatLocalTaskResponse;
+        list_local_tasks(dfdaemon::ListLocalTasksRequest) -> dfdaemon::ListLocalTasksResponse;
+        list_task_entries(dfdaemon::ListTaskEntriesRequest) -> dfdaemon::ListTaskEntriesResponse;
+        delete_local_task(dfdaemon::DeleteLocalTaskRequest) -> ();
+        delete_host(()) -> ();
+        download_cache_task(dfdaemon::DownloadCacheTaskRequest) -> Self::DownloadCacheTaskStream;
+        stat_cache_task(dfdaemon::StatCacheTaskRequest) -> common::CacheTask;
+        delete_cache_task(dfdaemon::DeleteCacheTaskRequest) -> ();
+        download_persistent_task(dfdaemon::DownloadPersistentTaskRequest) -> Self::DownloadPersistentTaskStream;
+        upload_persistent_task(dfdaemon::UploadPersistentTaskRequest) -> common::PersistentTask;
+        stat_persistent_task(dfdaemon::StatPersistentTaskRequest) -> common::PersistentTask;
+        stat_local_persistent_task(dfdaemon::StatLocalPersistentTaskRequest) -> dfdaemon::StatLocalPersistentTaskResponse;
+        list_local_persistent_tasks(dfdaemon::ListLocalPersistentTasksRequest) -> dfdaemon::ListLocalPersistentTasksResponse;
+        download_persistent_cache_task(dfdaemon::DownloadPersistentCacheTaskRequest) -> Self::DownloadPersistentCacheTaskStream;
+        upload_persistent_cache_task(dfdaemon::UploadPersistentCacheTaskRequest) -> common::PersistentCacheTask;
+        stat_persistent_cache_task(dfdaemon::StatPersistentCacheTaskRequest) -> common::PersistentCacheTask;
+        stat_local_persistent_cache_task(dfdaemon::StatLocalPersistentCacheTaskRequest) -> dfdaemon::StatLocalPersistentCacheTaskResponse;
+        list_local_persistent_cache_tasks(dfdaemon::ListLocalPersistentCacheTasksRequest) -> dfdaemon::ListLocalPersistentCacheTasksResponse;
     }
 }

@@ -140,6 +140,12 @@ impl TestCluster {
         Ok(())
     }
 
+    /// The upload gRPC address of daemon `index`'s current incarnation.
+    pub async fn upload_addr(&self, index: usize) -> Option<SocketAddr> {
+        let state = self.daemons[index].state.lock().await;
+        state.running.as_ref().map(|daemon| daemon.upload_addr)
+    }
+
     /// The proxy address of daemon `index`'s current incarnation.
     pub async fn proxy_addr(&self, index: usize) -> Option<SocketAddr> {
         let state = self.daemons[index].state.lock().await;

@@ -23,6 +23,27 @@ use crate::tasks::TaskStatus;
 /// Stream type of RPCs we do not serve.
 pub(crate) type Unserved<T> = ResponseStream<T>;
 
+/// Implements RPCs shoal does not serve: each answers `Unimplemented`, never panics.
+macro_rules! unserved_rpcs {
+    ($($method:ident($request:ty) -> $response:ty;)*) => {
+        $(
+            // Spelled out the way `#[async_trait]` expands a method, because that attribute does
+            // not see methods produced by a macro inside the impl.
+            fn $method<'life0, 'async_trait>(
+                &'life0 self,
+                _request: Request<$request>,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<$response>, Status>> + Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async move { Err(crate::upload::grpc::unserved(stringify!($method))) })
+            }
+        )*
+    };
+}
+pub(crate) use unserved_rpcs;
+
 pub(crate) fn unserved(method: &str) -> Status {
     ErrorCode::Unimplemented.status(format!("{method} is not served by shoal"))
 }
@@ -208,112 +229,24 @@ impl DfdaemonUpload for UploadService {
         Unserved<dfdaemon::DownloadPersistentCacheTaskResponse>;
     type SyncPersistentCachePiecesStream = Unserved<dfdaemon::SyncPersistentCachePiecesResponse>;
     type SyncHostStream = Unserved<common::Host>;
-    async fn stat_local_task(
-        &self,
-        _request: Request<dfdaemon::StatLocalTaskRequest>,
-    ) -> Result<Response<dfdaemon::StatLocalTaskResponse>, Status> {
-        Err(unserved("stat_local_task"))
-    }
-    async fn list_task_entries(
-        &self,
-        _request: Request<dfdaemon::ListTaskEntriesRequest>,
-    ) -> Result<Response<dfdaemon::ListTaskEntriesResponse>, Status> {
-        Err(unserved("list_task_entries"))
-    }
-    async fn download_cache_task(
-        &self,
-        _request: Request<dfdaemon::DownloadCacheTaskRequest>,
-    ) -> Result<Response<Self::DownloadCacheTaskStream>, Status> {
-        Err(unserved("download_cache_task"))
-    }
-    async fn stat_cache_task(
-        &self,
-        _request: Request<dfdaemon::StatCacheTaskRequest>,
-    ) -> Result<Response<common::CacheTask>, Status> {
-        Err(unserved("stat_cache_task"))
-    }
-    async fn delete_cache_task(
-        &self,
-        _request: Request<dfdaemon::DeleteCacheTaskRequest>,
-    ) -> Result<Response<()>, Status> {
-        Err(unserved("delete_cache_task"))
-    }
-    async fn sync_cache_pieces(
-        &self,
-        _request: Request<dfdaemon::SyncCachePiecesRequest>,
-    ) -> Result<Response<Self::SyncCachePiecesStream>, Status> {
-        Err(unserved("sync_cache_pieces"))
-    }
-    async fn download_cache_piece(
-        &self,
-        _request: Request<dfdaemon::DownloadCachePieceRequest>,
-    ) -> Result<Response<dfdaemon::DownloadCachePieceResponse>, Status> {
-        Err(unserved("download_cache_piece"))
-    }
-    async fn download_persistent_task(
-        &self,
-        _request: Request<dfdaemon::DownloadPersistentTaskRequest>,
-    ) -> Result<Response<Self::DownloadPersistentTaskStream>, Status> {
-        Err(unserved("download_persistent_task"))
-    }
-    async fn sync_persistent_pieces(
-        &self,
-        _request: Request<dfdaemon::SyncPersistentPiecesRequest>,
-    ) -> Result<Response<Self::SyncPersistentPiecesStream>, Status> {
-        Err(unserved("sync_persistent_pieces"))
-    }
-    async fn update_persistent_task(
-        &self,
-        _request: Request<dfdaemon::UpdatePersistentTaskRequest>,
-    ) -> Result<Response<()>, Status> {
-        Err(unserved("update_persistent_task"))
-    }
-    async fn stat_persistent_task(
-        &self,
-        _request: Request<dfdaemon::StatPersistentTaskRequest>,
-    ) -> Result<Response<common::PersistentTask>, Status> {
-        Err(unserved("stat_persistent_task"))
-    }
-    async fn delete_persistent_task(
-        &self,
-        _request: Request<dfdaemon::DeletePersistentTaskRequest>,
-    ) -> Result<Response<()>, Status> {
-        Err(unserved("delete_persistent_task"))
-    }
-    async fn download_persistent_cache_task(
-        &self,
-        _request: Request<dfdaemon::DownloadPersistentCacheTaskRequest>,
-    ) -> Result<Response<Self::DownloadPersistentCacheTaskStream>, Status> {
-        Err(unserved("download_persistent_cache_task"))
-    }
-    async fn update_persistent_cache_task(
-        &self,
-        _request: Request<dfdaemon::UpdatePersistentCacheTaskRequest>,
-    ) -> Result<Response<()>, Status> {
-        Err(unserved("update_persistent_cache_task"))
-    }
-    async fn stat_persistent_cache_task(
-        &self,
-        _request: Request<dfdaemon::StatPersistentCacheTaskRequest>,
-    ) -> Result<Response<common::PersistentCacheTask>, Status> {
-        Err(unserved("stat_persistent_cache_task"))
-    }
-    async fn delete_persistent_cache_task(
-        &self,
-        _request: Request<dfdaemon::DeletePersistentCacheTaskRequest>,
-    ) -> Result<Response<()>, Status> {
-        Err(unserved("delete_persistent_cache_task"))
-    }
-    async fn sync_persistent_cache_pieces(
-        &self,
-        _request: Request<dfdaemon::SyncPersistentCachePiecesRequest>,
-    ) -> Result<Response<Self::SyncPersistentCachePiecesStream>, Status> {
-        Err(unserved("sync_persistent_cache_pieces"))
-    }
-    async fn sync_host(
-        &self,
-        _request: Request<dfdaemon::SyncHostRequest>,
-    ) -> Result<Response<Self::SyncHostStream>, Status> {
-        Err(unserved("sync_host"))
+    unserved_rpcs! {
+        stat_local_task(dfdaemon::StatLocalTaskRequest) -> dfdaemon::StatLocalTaskResponse;
+        list_task_entries(dfdaemon::ListTaskEntriesRequest) -> dfdaemon::ListTaskEntriesResponse;
+        download_cache_task(dfdaemon::DownloadCacheTaskRequest) -> Self::DownloadCacheTaskStream;
+        stat_cache_task(dfdaemon::StatCacheTaskRequest) -> common::CacheTask;
+        delete_cache_task(dfdaemon::DeleteCacheTaskRequest) -> ();
+        sync_cache_pieces(dfdaemon::SyncCachePiecesRequest) -> Self::SyncCachePiecesStream;
+        download_cache_piece(dfdaemon::DownloadCachePieceRequest) -> dfdaemon::DownloadCachePieceResponse;
+        download_persistent_task(dfdaemon::DownloadPersistentTaskRequest) -> Self::DownloadPersistentTaskStream;
+        sync_persistent_pieces(dfdaemon::SyncPersistentPiecesRequest) -> Self::SyncPersistentPiecesStream;
+        update_persistent_task(dfdaemon::UpdatePersistentTaskRequest) -> ();
+        stat_persistent_task(dfdaemon::StatPersistentTaskRequest) -> common::PersistentTask;
+        delete_persistent_task(dfdaemon::DeletePersistentTaskRequest) -> ();
+        download_persistent_cache_task(dfdaemon::DownloadPersistentCacheTaskRequest) -> Self::DownloadPersistentCacheTaskStream;
+        update_persistent_cache_task(dfdaemon::UpdatePersistentCacheTaskRequest) -> ();
+        stat_persistent_cache_task(dfdaemon::StatPersistentCacheTaskRequest) -> common::PersistentCacheTask;
+        delete_persistent_cache_task(dfdaemon::DeletePersistentCacheTaskRequest) -> ();
+        sync_persistent_cache_pieces(dfdaemon::SyncPersistentCachePiecesRequest) -> Self::SyncPersistentCachePiecesStream;
+        sync_host(dfdaemon::SyncHostRequest) -> Self::SyncHostStream;
     }
 }

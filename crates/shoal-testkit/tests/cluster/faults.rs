@@ -291,3 +291,31 @@ async fn abandoned_get_writes_no_output() {
     assert_eq!(sha256_hex(&fetched.bytes), sha256_hex(&content));
     assert_eq!(fetched.summary.from_cache, content.len() as u64);
 }
+
+/// RPCs shoal does not serve answer Unimplemented (upstream's `todo!()` would kill a daemon).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unserved_rpcs_answer_unimplemented() {
+    use shoal_protocol::dfdaemon::dfdaemon_upload_client::DfdaemonUploadClient;
+    use shoal_protocol::dfdaemon::{DownloadCachePieceRequest, StatCacheTaskRequest};
+    let cluster = TestCluster::builder().daemons(1).start().await.unwrap();
+    let addr = cluster.upload_addr(0).await.unwrap();
+    let mut client = DfdaemonUploadClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let status = client
+        .stat_cache_task(StatCacheTaskRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    let status = client
+        .download_cache_piece(DownloadCachePieceRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    // The daemon is still serving afterwards.
+    let status = client
+        .sync_pieces(shoal_protocol::dfdaemon::SyncPiecesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}
