@@ -26,6 +26,9 @@ pub(crate) enum TaskStatus {
 pub(crate) struct TaskEntry {
     pub(crate) layout: PieceLayout,
     pieces: RwLock<BTreeMap<PieceNumber, PieceRecord>>,
+    /// Bytes already written from the start of pieces still arriving from the origin; only
+    /// the proxy reads these (children get whole, recorded pieces only).
+    partial: RwLock<HashMap<PieceNumber, u64>>,
     status: watch::Sender<(TaskStatus, usize)>,
 }
 
@@ -47,6 +50,7 @@ impl TaskEntry {
         Self {
             layout,
             pieces: RwLock::new(pieces),
+            partial: RwLock::new(HashMap::new()),
             status: watch::channel((status, count)).0,
         }
     }
@@ -70,6 +74,33 @@ impl TaskEntry {
             .collect()
     }
 
+    /// Notes that the first `available` bytes of an arriving piece are written, and wakes
+    /// watchers.
+    pub(crate) fn advance(&self, piece: PieceNumber, available: u64) {
+        {
+            let mut partial = self
+                .partial
+                .write()
+                .expect("partial map lock is never poisoned");
+            let entry = partial.entry(piece).or_default();
+            *entry = (*entry).max(available);
+        }
+        self.status.send_modify(|_| {});
+    }
+
+    /// Bytes of `piece` readable from the start of the piece: all of them once recorded.
+    pub(crate) fn available(&self, piece: PieceNumber) -> u64 {
+        if let Some(record) = self.piece(piece) {
+            return record.length;
+        }
+        self.partial
+            .read()
+            .expect("partial map lock is never poisoned")
+            .get(&piece)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Records a verified piece and wakes watchers.
     pub(crate) fn record(&self, record: PieceRecord) {
         let count = {
@@ -80,6 +111,10 @@ impl TaskEntry {
             pieces.insert(record.number, record);
             pieces.len()
         };
+        self.partial
+            .write()
+            .expect("partial map lock is never poisoned")
+            .remove(&record.number);
         self.status.send_modify(|(_, pieces)| *pieces = count);
     }
 

@@ -149,6 +149,61 @@ impl DiskStore {
         Ok(record)
     }
 
+    /// Writes part of a piece (`offset` is within the piece) without recording anything.
+    pub(crate) fn write_partial(
+        &self,
+        task_id: &TaskId,
+        piece: PieceNumber,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        self.content.path(task_id)?;
+        let row = self
+            .metadata
+            .task_row(task_id)?
+            .ok_or_else(|| StoreError::TaskNotFound(task_id.clone()))?;
+        let range = row
+            .layout()
+            .piece_range(piece)
+            .ok_or(StoreError::PieceOutOfRange { piece })?;
+        let end = offset + data.len() as u64;
+        if end > range.len() {
+            return Err(StoreError::PieceLength {
+                piece,
+                expected: range.len(),
+                actual: end,
+            });
+        }
+        self.content.write_at(task_id, range.start + offset, data)
+    }
+
+    /// Records a piece whose bytes the caller wrote with `write_partial`, with the digest it
+    /// computed over exactly those bytes.
+    pub(crate) fn commit_piece(
+        &self,
+        task_id: &TaskId,
+        piece: PieceNumber,
+        digest: PieceDigest,
+    ) -> Result<PieceRecord, StoreError> {
+        let row = self
+            .metadata
+            .task_row(task_id)?
+            .ok_or_else(|| StoreError::TaskNotFound(task_id.clone()))?;
+        let range = row
+            .layout()
+            .piece_range(piece)
+            .ok_or(StoreError::PieceOutOfRange { piece })?;
+        let record = PieceRecord {
+            number: piece,
+            offset: range.start,
+            length: range.len(),
+            digest,
+        };
+        self.metadata
+            .record_piece(task_id, row.generation, &record, self.clock.now())?;
+        Ok(record)
+    }
+
     pub(crate) fn read_piece(
         &self,
         task_id: &TaskId,

@@ -190,6 +190,33 @@ impl Store {
             .await
     }
 
+    /// Writes bytes of a piece as they arrive (`offset` within the piece) without recording
+    /// the piece; readers may use them before [`Store::commit_piece`] records it.
+    pub async fn write_partial(
+        &self,
+        task_id: &TaskId,
+        piece: PieceNumber,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), StoreError> {
+        let task_id = task_id.clone();
+        self.blocking(move |disk| disk.write_partial(&task_id, piece, offset, &data))
+            .await
+    }
+
+    /// Records a piece written completely with [`Store::write_partial`]; `digest` must be the
+    /// caller's digest of exactly the bytes it wrote.
+    pub async fn commit_piece(
+        &self,
+        task_id: &TaskId,
+        piece: PieceNumber,
+        digest: PieceDigest,
+    ) -> Result<PieceRecord, StoreError> {
+        let task_id = task_id.clone();
+        self.blocking(move |disk| disk.commit_piece(&task_id, piece, digest))
+            .await
+    }
+
     /// Reads a recorded piece's bytes, checked against its digest. Refreshes the task's access
     /// time (at most once a second).
     pub async fn read_piece(

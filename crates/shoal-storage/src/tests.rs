@@ -283,3 +283,43 @@ async fn a_killed_process_keeps_durable_state_and_no_record_without_bytes() {
         assert_eq!(bytes, expected);
     }
 }
+
+#[tokio::test]
+async fn partial_writes_then_commit_record_the_piece() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Disk.open(dir.path(), None, HOUR).await;
+    let (task_id, layout, source) = (task("partial"), layout(2 * PIECE), source(2 * PIECE));
+    store.prepare_task(&task_id, layout).await.unwrap();
+    let piece = PieceNumber::new(1);
+    let bytes = &source[PIECE as usize..];
+    let half = bytes.len() / 2;
+    store
+        .write_partial(&task_id, piece, 0, bytes[..half].to_vec().into())
+        .await
+        .unwrap();
+    store
+        .write_partial(&task_id, piece, half as u64, bytes[half..].to_vec().into())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .task(&task_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .pieces
+            .is_empty(),
+        "nothing recorded before commit"
+    );
+    let too_far = store
+        .write_partial(&task_id, piece, PIECE, vec![1].into())
+        .await;
+    assert!(matches!(too_far, Err(StoreError::PieceLength { .. })));
+    let record = store
+        .commit_piece(&task_id, piece, shoal_types::PieceDigest::compute(bytes))
+        .await
+        .unwrap();
+    assert_eq!(record.offset, PIECE);
+    let (_, read) = store.read_piece(&task_id, piece).await.unwrap();
+    assert_eq!(&read[..], bytes);
+}

@@ -7,8 +7,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use shoal_types::ByteRange;
 
@@ -24,8 +22,8 @@ pub(crate) enum OriginStat {
 /// One ranged GET's answer.
 #[derive(Debug)]
 pub(crate) enum PieceBody {
-    /// 206: exactly the requested bytes.
-    Range(Bytes),
+    /// 206: exactly the requested bytes follow in the body.
+    Range(reqwest::Response),
     /// 200: the origin ignored `Range` and streams the whole content from byte 0.
     Whole(reqwest::Response),
 }
@@ -58,7 +56,7 @@ pub enum OriginError {
 
 impl OriginError {
     /// Whether trying again may help (5xx, connection trouble, truncated bodies).
-    fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             Self::Status { status, .. } => {
                 status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
@@ -165,17 +163,22 @@ impl Origin {
     }
 
     /// GETs `range`; retries transient failures with backoff.
-    pub(crate) async fn fetch_range(&self, range: ByteRange) -> Result<PieceBody, OriginError> {
+    /// Opens a ranged GET (retrying transient failures); the body is left for the caller to
+    /// stream.
+    pub(crate) async fn open_range(&self, range: ByteRange) -> Result<PieceBody, OriginError> {
         self.retry(|| async {
             let response = self.send(reqwest::Method::GET, Some(range)).await?;
             if response.status() == StatusCode::OK {
                 return Ok(PieceBody::Whole(response));
             }
-            let expected = range.len();
-            let body = read_body(response, &self.url, expected).await?;
-            Ok(PieceBody::Range(body))
+            Ok(PieceBody::Range(response))
         })
         .await
+    }
+
+    /// Attempts allowed per request.
+    pub(crate) fn retries(&self) -> u32 {
+        self.retries
     }
 
     async fn send(
@@ -232,39 +235,6 @@ impl Origin {
             }
         }
     }
-}
-
-/// Reads a body that must be exactly `expected` bytes.
-async fn read_body(
-    response: reqwest::Response,
-    url: &str,
-    expected: u64,
-) -> Result<Bytes, OriginError> {
-    let capacity = usize::try_from(expected).unwrap_or(0);
-    let mut buffer = BytesMut::with_capacity(capacity);
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|source| OriginError::Request {
-            url: url.to_string(),
-            source,
-        })?;
-        if buffer.len() as u64 + chunk.len() as u64 > expected {
-            return Err(OriginError::ShortBody {
-                url: url.to_string(),
-                expected,
-                actual: buffer.len() as u64 + chunk.len() as u64,
-            });
-        }
-        buffer.extend_from_slice(&chunk);
-    }
-    if buffer.len() as u64 != expected {
-        return Err(OriginError::ShortBody {
-            url: url.to_string(),
-            expected,
-            actual: buffer.len() as u64,
-        });
-    }
-    Ok(buffer.freeze())
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

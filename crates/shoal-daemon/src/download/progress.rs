@@ -54,6 +54,10 @@ impl Progress {
         }
     }
 
+    pub(crate) fn entry(&self) -> &Arc<TaskEntry> {
+        &self.entry
+    }
+
     /// Records a stored piece; the requester going away does not stop the download.
     pub(crate) async fn piece_done(&self, record: PieceRecord, source: PieceSource) {
         self.entry.record(record);

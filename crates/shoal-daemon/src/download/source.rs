@@ -15,7 +15,7 @@ use shoal_protocol::common::{Download, Piece, TrafficType};
 use shoal_protocol::scheduler::announce_peer_request::Request;
 use shoal_protocol::scheduler::DownloadPieceBackToSourceFinishedRequest;
 use shoal_storage::PieceRecord;
-use shoal_types::{ByteRange, PieceLayout, PieceNumber, TaskId};
+use shoal_types::{ByteRange, PieceDigest, PieceLayout, PieceNumber, TaskId};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -35,15 +35,10 @@ pub(crate) async fn fetch(
     let Some(first) = pieces.next() else {
         return Ok(());
     };
-    let range = piece_range(context, first)?;
-    match context
-        .origin
-        .fetch_range(range)
-        .await
-        .map_err(DownloadError::Origin)?
-    {
-        PieceBody::Range(bytes) => store(context, first, bytes, reporter).await?,
-        PieceBody::Whole(response) => {
+    // The first piece alone tells whether the origin honours Range.
+    match fetch_streaming(piece_job(context, first)?).await? {
+        Fetched::Recorded(record) => report(context, record, reporter).await,
+        Fetched::Whole(response) => {
             return stream_whole(context, response, missing, reporter).await
         }
     }
@@ -53,9 +48,19 @@ pub(crate) async fn fetch(
         while in_flight.len() >= limit {
             join_one(context, &mut in_flight, reporter).await?;
         }
-        let origin = context.origin.clone();
-        let range = piece_range(context, piece)?;
-        in_flight.spawn(async move { (piece, fetch_one(origin, range).await) });
+        let job = piece_job(context, piece)?;
+        in_flight.spawn(async move {
+            let range = job.range;
+            let url = job.origin.url().to_string();
+            match fetch_streaming(job).await? {
+                Fetched::Recorded(record) => Ok(Err(record)),
+                // The origin stopped honouring Range: take our slice from the full body.
+                Fetched::Whole(response) => slice_of_whole(response, range, &url)
+                    .await
+                    .map(|bytes| Ok((piece, bytes)))
+                    .map_err(DownloadError::Origin),
+            }
+        });
     }
     while !in_flight.is_empty() {
         join_one(context, &mut in_flight, reporter).await?;
@@ -63,27 +68,132 @@ pub(crate) async fn fetch(
     Ok(())
 }
 
-type Fetched = (PieceNumber, Result<Bytes, OriginError>);
+/// A piece recorded while streaming, or bytes still to store (`Ok`).
+type Joined = Result<Result<(PieceNumber, Bytes), PieceRecord>, DownloadError>;
 
 async fn join_one(
     context: &TaskContext,
-    in_flight: &mut JoinSet<Fetched>,
+    in_flight: &mut JoinSet<Joined>,
     reporter: &Reporter,
 ) -> Result<(), DownloadError> {
     let Some(joined) = in_flight.join_next().await else {
         return Ok(());
     };
-    let (piece, result) = joined.map_err(|_| DownloadError::Cancelled)?;
-    let bytes = result.map_err(DownloadError::Origin)?;
-    store(context, piece, bytes, reporter).await
+    match joined.map_err(|_| DownloadError::Cancelled)?? {
+        Err(record) => {
+            report(context, record, reporter).await;
+            Ok(())
+        }
+        Ok((piece, bytes)) => store(context, piece, bytes, reporter).await,
+    }
 }
 
-async fn fetch_one(origin: super::origin::Origin, range: ByteRange) -> Result<Bytes, OriginError> {
-    match origin.fetch_range(range).await? {
-        PieceBody::Range(bytes) => Ok(bytes),
-        // The origin stopped honouring Range: take our slice from the full body.
-        PieceBody::Whole(response) => slice_of_whole(response, range, origin.url()).await,
+/// Everything one origin piece fetch needs, detached from the context so it can be spawned.
+struct PieceJob {
+    engine: std::sync::Arc<super::EngineInner>,
+    task_id: TaskId,
+    entry: std::sync::Arc<crate::tasks::TaskEntry>,
+    origin: super::origin::Origin,
+    piece: PieceNumber,
+    range: ByteRange,
+}
+
+fn piece_job(context: &TaskContext, piece: PieceNumber) -> Result<PieceJob, DownloadError> {
+    Ok(PieceJob {
+        engine: context.engine.clone(),
+        task_id: context.task_id.clone(),
+        entry: context.progress.entry().clone(),
+        origin: context.origin.clone(),
+        piece,
+        range: piece_range(context, piece)?,
+    })
+}
+
+enum Fetched {
+    Recorded(PieceRecord),
+    /// The origin ignored Range and is sending the whole content.
+    Whole(reqwest::Response),
+}
+
+/// Fetches one piece with a ranged GET, writing its bytes into the store as they arrive (so the
+/// proxy can serve them before the piece completes) and recording it at the end. Failures of
+/// the body are retried with backoff like failures of the request.
+async fn fetch_streaming(job: PieceJob) -> Result<Fetched, DownloadError> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        let response = match job
+            .origin
+            .open_range(job.range)
+            .await
+            .map_err(DownloadError::Origin)?
+        {
+            PieceBody::Whole(response) => return Ok(Fetched::Whole(response)),
+            PieceBody::Range(response) => response,
+        };
+        match stream_into_store(&job, response).await {
+            Ok(record) => return Ok(Fetched::Recorded(record)),
+            Err(DownloadError::Origin(err))
+                if err.is_transient() && attempt < job.origin.retries() =>
+            {
+                tracing::debug!(task_id = %job.task_id, piece = job.piece.get(), error = %err, "origin piece failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            Err(err) => return Err(err),
+        }
     }
+}
+
+async fn stream_into_store(
+    job: &PieceJob,
+    response: reqwest::Response,
+) -> Result<PieceRecord, DownloadError> {
+    let store = job.engine.tasks.store();
+    let url = job.origin.url();
+    let expected = job.range.len();
+    let mut hasher = crc32fast::Hasher::new();
+    let mut written = 0u64;
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|source| {
+            DownloadError::Origin(OriginError::Request {
+                url: url.to_string(),
+                source,
+            })
+        })?;
+        if written + chunk.len() as u64 > expected {
+            return Err(DownloadError::Origin(OriginError::ShortBody {
+                url: url.to_string(),
+                expected,
+                actual: written + chunk.len() as u64,
+            }));
+        }
+        hasher.update(&chunk);
+        let length = chunk.len() as u64;
+        store
+            .write_partial(&job.task_id, job.piece, written, chunk)
+            .await
+            .map_err(DownloadError::Store)?;
+        written += length;
+        job.entry.advance(job.piece, written);
+    }
+    if written != expected {
+        return Err(DownloadError::Origin(OriginError::ShortBody {
+            url: url.to_string(),
+            expected,
+            actual: written,
+        }));
+    }
+    store
+        .commit_piece(
+            &job.task_id,
+            job.piece,
+            PieceDigest::from_crc(hasher.finalize()),
+        )
+        .await
+        .map_err(DownloadError::Store)
 }
 
 async fn slice_of_whole(
@@ -184,6 +294,12 @@ async fn store(
         .write_piece(&context.task_id, piece, bytes)
         .await
         .map_err(DownloadError::Store)?;
+    report(context, record, reporter).await;
+    Ok(())
+}
+
+/// Tells the scheduler and the requester about a piece stored from the origin.
+async fn report(context: &TaskContext, record: PieceRecord, reporter: &Reporter) {
     let wire = Piece {
         number: record.number.get(),
         parent_id: None,
@@ -204,7 +320,6 @@ async fn store(
         .progress
         .piece_done(record, PieceSource::Origin)
         .await;
-    Ok(())
 }
 
 fn piece_range(context: &TaskContext, piece: PieceNumber) -> Result<ByteRange, DownloadError> {

@@ -214,24 +214,32 @@ async fn next_chunk(
     let piece_range = layout
         .piece_range(piece)
         .ok_or_else(|| std::io::Error::other("position beyond the content"))?;
-    wait_for_piece(entry, piece).await?;
+    // Bytes are served as soon as they are written, even while their piece is still arriving.
+    let offset = position - piece_range.start;
+    let available = wait_for_bytes(entry, piece, offset).await?;
     let mut file = match file {
         Some(file) => file,
         None => tokio::fs::File::open(store.content_path(task_id)).await?,
     };
-    let until = end.min(piece_range.end).min(position + CHUNK);
+    let until = end.min(piece_range.start + available).min(position + CHUNK);
     let mut buffer = BytesMut::zeroed((until - position) as usize);
     file.seek(SeekFrom::Start(position)).await?;
     file.read_exact(&mut buffer).await?;
     Ok((buffer.freeze(), file))
 }
 
-async fn wait_for_piece(entry: &TaskEntry, piece: shoal_types::PieceNumber) -> std::io::Result<()> {
+/// Waits until more than `offset` bytes of `piece` are readable; returns how many are.
+async fn wait_for_bytes(
+    entry: &TaskEntry,
+    piece: shoal_types::PieceNumber,
+    offset: u64,
+) -> std::io::Result<u64> {
     let mut changes = entry.subscribe();
     loop {
         let status = changes.borrow_and_update().0.clone();
-        if entry.piece(piece).is_some() {
-            return Ok(());
+        let available = entry.available(piece);
+        if available > offset {
+            return Ok(available);
         }
         if let TaskStatus::Failed(reason) = status {
             return Err(std::io::Error::other(format!("download failed: {reason}")));

@@ -333,3 +333,28 @@ async fn listed_hosts_are_terminated_and_go_peer_to_peer() {
     assert!(origin.served() as f64 <= content.len() as f64 * 1.05);
     assert!(shoal_testkit::cluster::download_bytes(&cluster.metrics(1), "parent") > 0);
 }
+
+/// A cold blob's first bytes reach the client while its first piece is still arriving from the
+/// origin (a range is answered as soon as its bytes are stored, not when the piece completes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bytes_flow_before_their_piece_completes() {
+    let origin = FakeOrigin::start().await.unwrap();
+    let content = random_bytes(4 * MIB, 37);
+    let url = origin.add("v2/app/blobs/sha256:slow", content.clone());
+    origin.throttle("v2/app/blobs/sha256:slow", MIB as u64);
+    let cluster = TestCluster::builder().daemons(1).start().await.unwrap();
+    let proxy = client(cluster.proxy_addr(0).await.unwrap());
+    let mut response = proxy.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().expect("a first chunk");
+    let served = origin.served("v2/app/blobs/sha256:slow");
+    assert!(
+        served < content.len() as u64,
+        "the first bytes waited for the whole piece ({served} bytes served)"
+    );
+    let mut body = first.to_vec();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(sha256_hex(&body), sha256_hex(&content));
+}
