@@ -51,7 +51,8 @@ struct NodeState {
 #[derive(Debug)]
 pub struct TestCluster {
     pub scheduler_addr: SocketAddr,
-    scheduler_cancel: CancellationToken,
+    scheduler_cancel: std::sync::Mutex<CancellationToken>,
+    scheduler_config: SchedulerConfig,
     pub seed: Option<Node>,
     pub daemons: Vec<Node>,
     dir: tempfile::TempDir,
@@ -114,6 +115,29 @@ impl TestCluster {
     pub fn output_path(&self) -> PathBuf {
         let n = self.outputs.fetch_add(1, Ordering::SeqCst);
         self.dir.path().join(format!("output-{n}"))
+    }
+
+    /// Restarts the scheduler on the same address with empty state, as after a crash.
+    pub async fn restart_scheduler(&self) -> anyhow::Result<()> {
+        self.scheduler_cancel
+            .lock()
+            .expect("scheduler lock")
+            .cancel();
+        let mut attempts = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.scheduler_addr).await {
+                Ok(listener) => break listener,
+                Err(err) if attempts < 100 => {
+                    attempts += 1;
+                    tracing::debug!(error = %err, "scheduler port not free yet");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
+        *self.scheduler_cancel.lock().expect("scheduler lock") =
+            spawn_scheduler(listener, self.scheduler_config.clone());
+        Ok(())
     }
 
     /// Stops daemon `index`: its servers close and in-flight transfers end.
@@ -187,6 +211,20 @@ pub fn metric_value(metrics: &str, name: &str) -> u64 {
         .map_or(0, |value| value as u64)
 }
 
+fn spawn_scheduler(
+    listener: tokio::net::TcpListener,
+    config: SchedulerConfig,
+) -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    tokio::spawn(async move {
+        if let Err(err) = shoal_scheduler::serve(listener, config, token).await {
+            tracing::error!(error = %err, "test scheduler failed");
+        }
+    });
+    cancel
+}
+
 async fn stop(node: &Node) {
     let mut state = node.state.lock().await;
     state.cancel.cancel();
@@ -208,7 +246,10 @@ impl Node {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        self.scheduler_cancel.cancel();
+        self.scheduler_cancel
+            .lock()
+            .expect("scheduler lock")
+            .cancel();
         for node in self.daemons.iter().chain(self.seed.iter()) {
             if let Ok(state) = node.state.try_lock() {
                 state.cancel.cancel();
@@ -247,14 +288,7 @@ impl ClusterBuilder {
         let dir = tempfile::tempdir()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let scheduler_addr = listener.local_addr()?;
-        let scheduler_cancel = CancellationToken::new();
-        let config = self.scheduler.clone();
-        let token = scheduler_cancel.clone();
-        tokio::spawn(async move {
-            if let Err(err) = shoal_scheduler::serve(listener, config, token).await {
-                tracing::error!(error = %err, "test scheduler failed");
-            }
-        });
+        let scheduler_cancel = spawn_scheduler(listener, self.scheduler.clone());
         let scheduler_url = format!("http://{scheduler_addr}");
         let seed = if self.seed {
             Some(self.start_node(&dir, &scheduler_url, usize::MAX, 1).await?)
@@ -270,7 +304,8 @@ impl ClusterBuilder {
         }
         Ok(TestCluster {
             scheduler_addr,
-            scheduler_cancel,
+            scheduler_cancel: std::sync::Mutex::new(scheduler_cancel),
+            scheduler_config: self.scheduler.clone(),
             seed,
             daemons,
             dir,
