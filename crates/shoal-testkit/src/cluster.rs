@@ -111,6 +111,17 @@ impl TestCluster {
         })
     }
 
+    /// Options for a `shoal get` of `url` through daemon `index` into a fresh output path.
+    pub fn get_options(&self, index: usize, url: &str) -> GetOptions {
+        GetOptions {
+            url: url.to_string(),
+            output: self.output_path(),
+            socket: self.daemons[index].config.socket.clone(),
+            no_progress: true,
+            ..Default::default()
+        }
+    }
+
     /// A path in the cluster's directory that no download has used yet.
     pub fn output_path(&self) -> PathBuf {
         let n = self.outputs.fetch_add(1, Ordering::SeqCst);

@@ -116,14 +116,8 @@ async fn assert_origin_failure(behaviour: Behaviour, expected: &str) {
         .start()
         .await
         .unwrap();
-    let path = cluster.output_path();
-    let options = shoal_cli::get::GetOptions {
-        url: url.clone(),
-        output: path.clone(),
-        socket: cluster.daemons[0].config.socket.clone(),
-        no_progress: true,
-        ..Default::default()
-    };
+    let options = cluster.get_options(0, &url);
+    let path = options.output.clone();
     let err = shoal_cli::get::get(&options).await.unwrap_err();
     let message = err.to_string();
     assert!(
@@ -197,15 +191,9 @@ async fn digest_mismatch_leaves_no_file() {
     let origin = FakeOrigin::start().await.unwrap();
     let url = origin.add("blob", random_bytes(MIB, 15));
     let cluster = TestCluster::builder().daemons(1).start().await.unwrap();
-    let path = cluster.output_path();
-    let options = shoal_cli::get::GetOptions {
-        url,
-        output: path.clone(),
-        socket: cluster.daemons[0].config.socket.clone(),
-        digest: Some(format!("sha256:{}", "0".repeat(64))),
-        no_progress: true,
-        ..Default::default()
-    };
+    let mut options = cluster.get_options(0, &url);
+    options.digest = Some(format!("sha256:{}", "0".repeat(64)));
+    let path = options.output.clone();
     let message = shoal_cli::get::get(&options).await.unwrap_err().to_string();
     assert!(
         message.starts_with("digest mismatch: expected sha256:000"),
@@ -230,14 +218,8 @@ async fn origin_that_stalls_fails_instead_of_hanging() {
         .start()
         .await
         .unwrap();
-    let path = cluster.output_path();
-    let options = shoal_cli::get::GetOptions {
-        url,
-        output: path.clone(),
-        socket: cluster.daemons[0].config.socket.clone(),
-        no_progress: true,
-        ..Default::default()
-    };
+    let options = cluster.get_options(0, &url);
+    let path = options.output.clone();
     let result = tokio::time::timeout(Duration::from_secs(60), shoal_cli::get::get(&options))
         .await
         .expect("the download hung");
@@ -255,14 +237,8 @@ async fn abandoned_get_writes_no_output() {
     let url = origin.add("blob", content.clone());
     origin.throttle("blob", 8 * MIB as u64);
     let cluster = Arc::new(TestCluster::builder().daemons(1).start().await.unwrap());
-    let path = cluster.output_path();
-    let options = shoal_cli::get::GetOptions {
-        url: url.clone(),
-        output: path.clone(),
-        socket: cluster.daemons[0].config.socket.clone(),
-        no_progress: true,
-        ..Default::default()
-    };
+    let options = cluster.get_options(0, &url);
+    let path = options.output.clone();
     let get = tokio::spawn(async move { shoal_cli::get::get(&options).await });
     let watcher = cluster.clone();
     wait_until(Duration::from_secs(30), || {
