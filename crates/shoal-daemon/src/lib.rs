@@ -101,7 +101,11 @@ impl RunningDaemon {
     pub async fn wait(self) {
         self.tracker.close();
         self.tracker.wait().await;
-        drop(self.store);
+        // Aborted transfers drop their store handles a moment later; wait so the database is
+        // closed when this returns.
+        if !self.store.close(Duration::from_secs(10)).await {
+            tracing::warn!("piece store still in use after shutdown");
+        }
     }
 }
 

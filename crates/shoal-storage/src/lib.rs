@@ -277,6 +277,20 @@ impl Store {
     }
 
     /// Runs `operation` on a blocking thread once a permit is free.
+    /// Waits until this is the last handle to the store (every clone and every blocking
+    /// operation finished), so dropping it closes the database; gives up after `timeout`.
+    /// A role calls this on shutdown so a restart in the same process can reopen the store.
+    pub async fn close(self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while Arc::strong_count(&self.inner) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         operation: impl FnOnce(&DiskStore) -> Result<T, StoreError> + Send + 'static,
