@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use shoal_types::{PieceDigest, PieceLayout, PieceNumber, TaskId};
+use shoal_types::{ByteRange, PieceDigest, PieceLayout, PieceNumber, TaskId};
 
 use crate::clock::AccessClock;
 use crate::content::ContentDir;
-use crate::db::{layout_is_valid, Metadata};
+use crate::db::{layout_is_valid, Metadata, TaskRow};
 use crate::pins::PinTable;
 use crate::{PieceRecord, StoreError, TaskState};
 
@@ -114,13 +114,12 @@ impl DiskStore {
         self.metadata.touch(task_id, self.clock.now())
     }
 
-    pub(crate) fn write_piece(
+    /// The task's row and the byte range of `piece` in its layout.
+    fn piece_row(
         &self,
         task_id: &TaskId,
         piece: PieceNumber,
-        data: &[u8],
-    ) -> Result<PieceRecord, StoreError> {
-        self.content.path(task_id)?;
+    ) -> Result<(TaskRow, ByteRange), StoreError> {
         let row = self
             .metadata
             .task_row(task_id)?
@@ -129,6 +128,17 @@ impl DiskStore {
             .layout()
             .piece_range(piece)
             .ok_or(StoreError::PieceOutOfRange { piece })?;
+        Ok((row, range))
+    }
+
+    pub(crate) fn write_piece(
+        &self,
+        task_id: &TaskId,
+        piece: PieceNumber,
+        data: &[u8],
+    ) -> Result<PieceRecord, StoreError> {
+        self.content.path(task_id)?;
+        let (row, range) = self.piece_row(task_id, piece)?;
         let actual = data.len() as u64;
         if actual != range.len() {
             return Err(StoreError::PieceLength {
@@ -158,14 +168,7 @@ impl DiskStore {
         data: &[u8],
     ) -> Result<(), StoreError> {
         self.content.path(task_id)?;
-        let row = self
-            .metadata
-            .task_row(task_id)?
-            .ok_or_else(|| StoreError::TaskNotFound(task_id.clone()))?;
-        let range = row
-            .layout()
-            .piece_range(piece)
-            .ok_or(StoreError::PieceOutOfRange { piece })?;
+        let (_, range) = self.piece_row(task_id, piece)?;
         let end = offset + data.len() as u64;
         if end > range.len() {
             return Err(StoreError::PieceLength {
@@ -185,14 +188,7 @@ impl DiskStore {
         piece: PieceNumber,
         digest: PieceDigest,
     ) -> Result<PieceRecord, StoreError> {
-        let row = self
-            .metadata
-            .task_row(task_id)?
-            .ok_or_else(|| StoreError::TaskNotFound(task_id.clone()))?;
-        let range = row
-            .layout()
-            .piece_range(piece)
-            .ok_or(StoreError::PieceOutOfRange { piece })?;
+        let (row, range) = self.piece_row(task_id, piece)?;
         let record = PieceRecord {
             number: piece,
             offset: range.start,
