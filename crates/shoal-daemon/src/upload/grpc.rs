@@ -204,6 +204,31 @@ impl DfdaemonUpload for UploadService {
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
+    /// Children weight parents by free upload bandwidth; we do not sample ours yet, so we send
+    /// one host message with the bandwidth unknown (children then use their default weight) and
+    /// hold the stream open until the child leaves, as upstream parents do.
+    async fn sync_host(
+        &self,
+        _request: Request<dfdaemon::SyncHostRequest>,
+    ) -> Result<Response<Self::SyncHostStream>, Status> {
+        let (sender, receiver) = mpsc::channel(1);
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            let host = common::Host {
+                network: Some(common::Network::default()),
+                ..Default::default()
+            };
+            if sender.send(Ok(host)).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = sender.closed() => {}
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
     async fn stat_task(
         &self,
         request: Request<dfdaemon::StatTaskRequest>,
@@ -228,7 +253,7 @@ impl DfdaemonUpload for UploadService {
     type DownloadPersistentCacheTaskStream =
         Unserved<dfdaemon::DownloadPersistentCacheTaskResponse>;
     type SyncPersistentCachePiecesStream = Unserved<dfdaemon::SyncPersistentCachePiecesResponse>;
-    type SyncHostStream = Unserved<common::Host>;
+    type SyncHostStream = ResponseStream<common::Host>;
     unserved_rpcs! {
         stat_local_task(dfdaemon::StatLocalTaskRequest) -> dfdaemon::StatLocalTaskResponse;
         list_task_entries(dfdaemon::ListTaskEntriesRequest) -> dfdaemon::ListTaskEntriesResponse;
@@ -247,6 +272,5 @@ impl DfdaemonUpload for UploadService {
         stat_persistent_cache_task(dfdaemon::StatPersistentCacheTaskRequest) -> common::PersistentCacheTask;
         delete_persistent_cache_task(dfdaemon::DeletePersistentCacheTaskRequest) -> ();
         sync_persistent_cache_pieces(dfdaemon::SyncPersistentCachePiecesRequest) -> Self::SyncPersistentCachePiecesStream;
-        sync_host(dfdaemon::SyncHostRequest) -> Self::SyncHostStream;
     }
 }

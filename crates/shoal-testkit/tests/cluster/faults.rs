@@ -288,6 +288,15 @@ async fn unserved_rpcs_answer_unimplemented() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);
+    // SyncHost is served (children weight parents with it): one host message, stream held open.
+    let mut hosts = client
+        .sync_host(shoal_protocol::dfdaemon::SyncHostRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let host = hosts.message().await.unwrap().expect("a host message");
+    assert!(host.network.is_some());
+    drop(hosts);
     // The daemon is still serving afterwards.
     let status = client
         .sync_pieces(shoal_protocol::dfdaemon::SyncPiecesRequest::default())
