@@ -288,6 +288,20 @@ mod tests {
     use shoal_protocol::vortex::{encode_piece_content, PieceInfo};
     use tokio::io::AsyncWriteExt;
 
+    /// Metadata of an 11-byte `hello world` piece.
+    fn hello_world_info(number: u32) -> PieceInfo {
+        PieceInfo {
+            number,
+            offset: 0,
+            length: 11,
+            digest: PieceDigest::compute(b"hello world").to_string(),
+            parent_id: String::new(),
+            traffic_type: 1,
+            cost: Duration::ZERO,
+            created_at: 0,
+        }
+    }
+
     const TASK: &str = "7fcf06e5f0b1e443065c1a563eed788eb2e168a05c6ad9c4b319f7a976322be0";
 
     /// A parent that serves one piece per connection and then closes it, as a parent does
@@ -303,16 +317,7 @@ mod tests {
                     continue;
                 };
                 let content = b"hello world";
-                let info = PieceInfo {
-                    number: piece_number,
-                    offset: 0,
-                    length: content.len() as u64,
-                    digest: PieceDigest::compute(content).to_string(),
-                    parent_id: String::new(),
-                    traffic_type: 1,
-                    cost: Duration::ZERO,
-                    created_at: 0,
-                };
+                let info = hello_world_info(piece_number);
                 stream
                     .write_all(&encode_piece_content(&info))
                     .await
@@ -345,16 +350,7 @@ mod tests {
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let _ = vortex::read_packet(&mut stream).await.unwrap();
-            let info = PieceInfo {
-                number: 0,
-                offset: 0,
-                length: 11,
-                digest: PieceDigest::compute(b"hello world").to_string(),
-                parent_id: String::new(),
-                traffic_type: 1,
-                cost: Duration::ZERO,
-                created_at: 0,
-            };
+            let info = hello_world_info(0);
             stream
                 .write_all(&encode_piece_content(&info))
                 .await

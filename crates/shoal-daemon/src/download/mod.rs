@@ -187,7 +187,7 @@ impl Engine {
         let length = match origin.stat().await.map_err(DownloadError::Origin)? {
             OriginStat::Length(length) => length,
             OriginStat::Unknown(response) => {
-                let (layout, pieces) = source::import_unknown_length(
+                let layout = source::import_unknown_length(
                     &self.inner,
                     &task_id,
                     &download,
@@ -195,7 +195,7 @@ impl Engine {
                     &events,
                 )
                 .await?;
-                return self.complete(&task_id, layout, pieces, digest, true).await;
+                return self.complete(&task_id, layout, digest, true).await;
             }
         };
         let layout = match download.piece_length {
@@ -264,8 +264,7 @@ impl Engine {
             }
             return Err(err);
         }
-        let pieces = entry.pieces();
-        let outcome = self.complete(&task_id, layout, pieces, digest, true).await;
+        let outcome = self.complete(&task_id, layout, digest, true).await;
         match &outcome {
             Ok(_) => entry.set_status(TaskStatus::Finished),
             Err(err) => entry.set_status(TaskStatus::Failed(format!("{err:#}"))),
@@ -289,7 +288,7 @@ impl Engine {
             })
             .await;
         // Cached pieces were verified when stored: a mismatch is the caller's digest, not ours.
-        self.complete(task_id, layout, pieces, digest, false).await
+        self.complete(task_id, layout, digest, false).await
     }
 
     /// Marks the task finished and checks the whole digest; a mismatch on freshly downloaded
@@ -298,7 +297,6 @@ impl Engine {
         &self,
         task_id: &TaskId,
         layout: PieceLayout,
-        _pieces: Vec<PieceRecord>,
         digest: Option<ContentDigest>,
         fresh: bool,
     ) -> Result<DownloadOutcome, DownloadError> {

@@ -335,7 +335,7 @@ pub(crate) async fn import_unknown_length(
     download: &Download,
     response: reqwest::Response,
     events: &mpsc::Sender<DownloadEvent>,
-) -> Result<(PieceLayout, Vec<PieceRecord>), DownloadError> {
+) -> Result<PieceLayout, DownloadError> {
     let store = engine.tasks.store();
     let spool_path = store.content_path(task_id).with_extension("spool");
     let spool_error = |source| DownloadError::Output {
@@ -382,10 +382,8 @@ pub(crate) async fn import_unknown_length(
                 local_pieces: Vec::new(),
             })
             .await;
-        let mut records = Vec::new();
         for piece in layout.pieces() {
-            if let Some(record) = state.pieces.get(&piece) {
-                records.push(*record);
+            if state.pieces.contains_key(&piece) {
                 continue;
             }
             let range = layout
@@ -408,9 +406,8 @@ pub(crate) async fn import_unknown_length(
                     source: PieceSource::Origin,
                 })
                 .await;
-            records.push(record);
         }
-        Ok((layout, records))
+        Ok(layout)
     }
     .await;
     let _ = tokio::fs::remove_file(&spool_path).await;
