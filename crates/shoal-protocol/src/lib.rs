@@ -15,6 +15,7 @@ pub use dragonfly_api as api;
 pub use dragonfly_api::common::v2 as common;
 pub use dragonfly_api::dfdaemon::v2 as dfdaemon;
 pub use dragonfly_api::errordetails::v2 as errordetails;
+pub use dragonfly_api::manager::v2 as manager;
 pub use dragonfly_api::scheduler::v2 as scheduler;
 pub use error_code::ErrorCode;
 pub use prost_wkt_types;

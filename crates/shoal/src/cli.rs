@@ -27,6 +27,8 @@ enum Command {
     Get(GetArgs),
     /// Point a container runtime's registry mirror configuration at the daemon's proxy.
     Init(InitArgs),
+    /// Benchmark lab: shaped multi-node clusters and micro-benchmarks.
+    Bench(Box<shoal_bench::BenchArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -162,6 +164,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         Command::Daemon(args) => run_daemon(*args).await,
         Command::Get(args) => run_get(args).await,
         Command::Init(args) => run_init(args),
+        Command::Bench(args) => {
+            shoal_telemetry::init("warn");
+            shoal_bench::run(*args).await
+        }
     }
 }
 
