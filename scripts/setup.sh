@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages shoal needs to build and test: protoc for the gRPC crates, nginx
 # as a real HTTP origin for the demo and end-to-end tests, and the CNCF registry, containerd and
-# skopeo for the interop tests. Idempotent; needs root or sudo.
+# skopeo for the interop tests, PostgreSQL for the manager, aria2/opentracker/mktorrent for
+# the benchmark lab. Idempotent; needs root or sudo.
 set -euo pipefail
 
 packages=()
@@ -12,6 +13,14 @@ command -v curl >/dev/null 2>&1 || packages+=(curl)
 [ -x /usr/bin/docker-registry ] || packages+=(docker-registry)
 command -v containerd >/dev/null 2>&1 || packages+=(containerd)
 command -v skopeo >/dev/null 2>&1 || packages+=(skopeo)
+# The manager's PostgreSQL storage suite (scripts/postgres.sh starts the server).
+command -v pg_lsclusters >/dev/null 2>&1 || packages+=(postgresql)
+# The benchmark lab: network namespaces and tc, and the BitTorrent baseline.
+command -v ip >/dev/null 2>&1 || packages+=(iproute2)
+command -v tc >/dev/null 2>&1 || packages+=(iproute2)
+command -v aria2c >/dev/null 2>&1 || packages+=(aria2)
+command -v opentracker >/dev/null 2>&1 || [ -x /usr/bin/opentracker ] || packages+=(opentracker)
+command -v mktorrent >/dev/null 2>&1 || packages+=(mktorrent)
 
 if [ ${#packages[@]} -gt 0 ]; then
     sudo=""

@@ -3,4 +3,5 @@
 //! Retry and timeout policy for calls between roles lives here, not at each call site.
 
 pub mod channel;
+pub mod manager;
 pub mod vortex;

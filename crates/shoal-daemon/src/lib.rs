@@ -19,6 +19,7 @@
 
 mod announcer;
 pub mod config;
+mod discovery;
 mod download;
 mod local;
 mod metrics;
@@ -75,6 +76,8 @@ pub enum DaemonError {
     },
     #[error("set up scheduler channels")]
     Scheduler(#[source] shoal_client::channel::ChannelError),
+    #[error("set up the manager client")]
+    Manager(#[source] shoal_client::manager::ManagerCallError),
     #[error("build http client")]
     Http(#[source] reqwest::Error),
     #[error("another daemon is already serving on socket {0}")]
@@ -236,6 +239,9 @@ pub async fn start(
         location: config.location.clone(),
         interval: config.upload.announce_interval,
     };
+    if let Some(manager) = &config.manager {
+        spawn_discovery(&tracker, &cancel, manager, &announcer, upload_addr.port()).await?;
+    }
     // Announce before serving downloads so the scheduler can offer us as a parent at once.
     if announcer.announce_once().await == 0 {
         tracing::warn!(
@@ -255,6 +261,47 @@ pub async fn start(
         tracker,
         store,
     })
+}
+
+/// Learns the schedulers from the manager now (best effort) and keeps them fresh; a seed also
+/// registers itself.
+async fn spawn_discovery(
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+    config: &config::ManagerClientConfig,
+    announcer: &announcer::Announcer,
+    upload_port: u16,
+) -> Result<(), DaemonError> {
+    let manager =
+        shoal_client::manager::ManagerClient::new(&config.url).map_err(DaemonError::Manager)?;
+    if announcer.host.seed {
+        let registration =
+            discovery::seed_registration(announcer, upload_port, config.scheduler_cluster_id);
+        tracker.spawn(shoal_client::manager::keep_alive(
+            manager.clone(),
+            registration,
+            config.keep_alive_interval,
+            cancel.clone(),
+        ));
+    }
+    let discovery = discovery::Discovery {
+        manager,
+        requester: shoal_client::manager::Requester {
+            hostname: announcer.host.hostname.clone(),
+            ip: announcer.host.ip.to_string(),
+            idc: announcer.idc.clone(),
+            location: announcer.location.clone(),
+            seed: announcer.host.seed,
+        },
+        schedulers: announcer.schedulers.clone(),
+        announcer: announcer.clone(),
+        interval: config.refresh_interval,
+    };
+    if let Err(err) = discovery.refresh_once().await {
+        tracing::warn!(manager = %config.url, error = %err, "failed to ask the manager for schedulers; retrying in the background");
+    }
+    tracker.spawn(discovery.run(cancel.clone()));
+    Ok(())
 }
 
 fn spawn_upload_server(

@@ -23,7 +23,7 @@ mod seed;
 mod service;
 mod state;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use shoal_protocol::scheduler::scheduler_server::SchedulerServer;
@@ -63,6 +63,25 @@ pub struct SchedulerConfig {
     pub schedule_wait: Duration,
     /// Whether the first peer of a cold task triggers a seed daemon; default true.
     pub seed_trigger: bool,
+    /// Register with a manager and keep the registration alive; default none.
+    pub manager: Option<ManagerRegistration>,
+}
+
+/// How the scheduler registers itself with a manager so daemons can discover it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerRegistration {
+    /// Manager gRPC URL, e.g. `http://127.0.0.1:65003`.
+    pub url: String,
+    /// Stable name of this scheduler instance (the hash-ring member name on daemons).
+    pub hostname: String,
+    /// IP daemons dial; must be an IP literal reachable by them.
+    pub advertise_ip: IpAddr,
+    /// Scheduler cluster to join; 0 joins the manager's default cluster.
+    pub cluster_id: u64,
+    pub idc: Option<String>,
+    pub location: Option<String>,
+    /// Period of keepalive messages; well under the manager's instance TTL.
+    pub keep_alive_interval: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -75,6 +94,7 @@ impl Default for SchedulerConfig {
             peer_ttl: Duration::from_secs(60 * 60),
             schedule_wait: Duration::from_secs(30),
             seed_trigger: true,
+            manager: None,
         }
     }
 }
@@ -88,6 +108,8 @@ pub enum SchedulerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("set up the manager client")]
+    Manager(#[source] shoal_client::manager::ManagerCallError),
     #[error("serve scheduler gRPC")]
     Serve {
         #[source]
@@ -139,6 +161,9 @@ pub async fn serve(
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
     info!(addr = ?local_addr, "scheduler listening");
+    if let (Some(registration), Some(local_addr)) = (&config.manager, local_addr) {
+        spawn_registration(&tracker, registration, local_addr, work_cancel.clone())?;
+    }
     let shutdown = cancel.clone().cancelled_owned();
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
@@ -156,6 +181,31 @@ pub async fn serve(
     }
     info!("scheduler stopped");
     result
+}
+
+fn spawn_registration(
+    tracker: &TaskTracker,
+    registration: &ManagerRegistration,
+    local_addr: SocketAddr,
+    cancel: CancellationToken,
+) -> Result<(), SchedulerError> {
+    let manager = shoal_client::manager::ManagerClient::new(&registration.url)
+        .map_err(SchedulerError::Manager)?;
+    let instance = shoal_client::manager::Registration::Scheduler {
+        hostname: registration.hostname.clone(),
+        ip: registration.advertise_ip.to_string(),
+        port: local_addr.port(),
+        cluster_id: registration.cluster_id,
+        idc: registration.idc.clone(),
+        location: registration.location.clone(),
+    };
+    tracker.spawn(shoal_client::manager::keep_alive(
+        manager,
+        instance,
+        registration.keep_alive_interval,
+        cancel,
+    ));
+    Ok(())
 }
 
 fn setup_scheduler(

@@ -16,6 +16,7 @@ type Configure = Box<dyn Fn(usize, &mut DaemonConfig) + Send + Sync>;
 
 /// Builds a [`TestCluster`].
 pub struct ClusterBuilder {
+    manager: bool,
     seed: bool,
     daemons: usize,
     scheduler: SchedulerConfig,
@@ -47,9 +48,35 @@ struct NodeState {
     running: Option<RunningDaemon>,
 }
 
+/// The admin token of a test cluster's manager.
+pub const TEST_ADMIN_TOKEN: &str = "shoal-test-admin-token";
+
+/// The in-process manager of a cluster built with [`ClusterBuilder::manager`].
+#[derive(Debug)]
+pub struct TestManager {
+    pub rest_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    /// Admin bearer token for the REST API.
+    pub token: String,
+    cancel: CancellationToken,
+}
+
+impl TestManager {
+    /// `http://` URL of the gRPC server.
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    /// `http://` URL of the REST server.
+    pub fn rest_url(&self) -> String {
+        format!("http://{}", self.rest_addr)
+    }
+}
+
 /// A running cluster; dropping it stops everything and removes its files.
 #[derive(Debug)]
 pub struct TestCluster {
+    pub manager: Option<TestManager>,
     pub scheduler_addr: SocketAddr,
     scheduler_cancel: std::sync::Mutex<CancellationToken>,
     scheduler_config: SchedulerConfig,
@@ -73,6 +100,7 @@ impl TestCluster {
         // Each cluster in one test binary gets its own 127.0.N.x block of host ids.
         let subnet = (SUBNET.fetch_add(1, Ordering::SeqCst) % 200 + 10) as u8;
         ClusterBuilder {
+            manager: false,
             seed: false,
             daemons: 1,
             scheduler: SchedulerConfig {
@@ -222,6 +250,52 @@ pub fn metric_value(metrics: &str, name: &str) -> u64 {
         .map_or(0, |value| value as u64)
 }
 
+async fn start_manager(dir: &tempfile::TempDir) -> anyhow::Result<TestManager> {
+    let mut config = shoal_manager::ManagerConfig::new(dir.path().join("manager"));
+    config.rest_listen = "127.0.0.1:0".parse()?;
+    config.grpc_listen = "127.0.0.1:0".parse()?;
+    config.bootstrap_token = Some(TEST_ADMIN_TOKEN.to_string());
+    config.instance_ttl = Duration::from_secs(10);
+    config.job_lease = Duration::from_secs(5);
+    let cancel = CancellationToken::new();
+    let manager = shoal_manager::start(config, cancel.clone()).await?;
+    let handle = TestManager {
+        rest_addr: manager.rest_addr(),
+        grpc_addr: manager.grpc_addr(),
+        token: TEST_ADMIN_TOKEN.to_string(),
+        cancel: cancel.clone(),
+    };
+    tokio::spawn(async move {
+        if let Err(err) = manager.wait().await {
+            tracing::error!(error = %err, "test manager failed");
+        }
+    });
+    Ok(handle)
+}
+
+/// Waits until the manager hands out the scheduler at `addr`.
+async fn wait_for_scheduler(manager: &TestManager, addr: SocketAddr) -> anyhow::Result<()> {
+    let client = shoal_client::manager::ManagerClient::new(&manager.grpc_url())?;
+    let requester = shoal_client::manager::Requester {
+        hostname: "probe".to_string(),
+        ip: "127.0.0.1".to_string(),
+        ..Default::default()
+    };
+    let expected = format!("http://{addr}");
+    crate::wait_until(Duration::from_secs(20), || {
+        let client = client.clone();
+        let requester = requester.clone();
+        let expected = expected.clone();
+        async move {
+            client
+                .list_schedulers(&requester)
+                .await
+                .is_ok_and(|list| list.iter().any(|scheduler| scheduler.url == expected))
+        }
+    })
+    .await
+}
+
 fn spawn_scheduler(
     listener: tokio::net::TcpListener,
     config: SchedulerConfig,
@@ -257,6 +331,9 @@ impl Node {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if let Some(manager) = &self.manager {
+            manager.cancel.cancel();
+        }
         self.scheduler_cancel
             .lock()
             .expect("scheduler lock")
@@ -270,6 +347,13 @@ impl Drop for TestCluster {
 }
 
 impl ClusterBuilder {
+    /// Runs a manager (SQLite in the cluster dir): the scheduler and seed register with it, and
+    /// daemons know only the manager and discover the scheduler through it.
+    pub fn manager(mut self, manager: bool) -> Self {
+        self.manager = manager;
+        self
+    }
+
     pub fn seed(mut self, seed: bool) -> Self {
         self.seed = seed;
         self
@@ -297,26 +381,56 @@ impl ClusterBuilder {
     pub async fn start(self) -> anyhow::Result<TestCluster> {
         shoal_telemetry::init("warn");
         let dir = tempfile::tempdir()?;
+        let manager = match self.manager {
+            true => Some(start_manager(&dir).await?),
+            false => None,
+        };
+        let mut scheduler_config = self.scheduler.clone();
+        if let Some(manager) = &manager {
+            scheduler_config.manager = Some(shoal_scheduler::ManagerRegistration {
+                url: manager.grpc_url(),
+                hostname: "scheduler-0".to_string(),
+                advertise_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                cluster_id: 0,
+                idc: None,
+                location: None,
+                keep_alive_interval: Duration::from_secs(1),
+            });
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let scheduler_addr = listener.local_addr()?;
-        let scheduler_cancel = spawn_scheduler(listener, self.scheduler.clone());
+        let scheduler_cancel = spawn_scheduler(listener, scheduler_config.clone());
         let scheduler_url = format!("http://{scheduler_addr}");
+        if let Some(manager) = &manager {
+            wait_for_scheduler(manager, scheduler_addr).await?;
+        }
+        let manager_url = manager.as_ref().map(TestManager::grpc_url);
         let seed = if self.seed {
-            Some(self.start_node(&dir, &scheduler_url, usize::MAX, 1).await?)
+            Some(
+                self.start_node(&dir, &scheduler_url, manager_url.as_deref(), usize::MAX, 1)
+                    .await?,
+            )
         } else {
             None
         };
         let mut daemons = Vec::new();
         for index in 0..self.daemons {
             daemons.push(
-                self.start_node(&dir, &scheduler_url, index, index as u8 + 2)
-                    .await?,
+                self.start_node(
+                    &dir,
+                    &scheduler_url,
+                    manager_url.as_deref(),
+                    index,
+                    index as u8 + 2,
+                )
+                .await?,
             );
         }
         Ok(TestCluster {
+            manager,
             scheduler_addr,
             scheduler_cancel: std::sync::Mutex::new(scheduler_cancel),
-            scheduler_config: self.scheduler.clone(),
+            scheduler_config,
             seed,
             daemons,
             dir,
@@ -328,6 +442,7 @@ impl ClusterBuilder {
         &self,
         dir: &tempfile::TempDir,
         scheduler: &str,
+        manager: Option<&str>,
         index: usize,
         host: u8,
     ) -> anyhow::Result<Node> {
@@ -353,6 +468,18 @@ impl ClusterBuilder {
         config.socket = dir.path().join(format!("{name}.sock"));
         config.download.stall_timeout = Duration::from_secs(5);
         config.download.piece_timeout = Duration::from_secs(10);
+        if let Some(url) = manager {
+            // Daemons know only the manager; the seed keeps the scheduler too, as all-in-one.
+            if index != usize::MAX {
+                config.schedulers.clear();
+            }
+            config.manager = Some(shoal_daemon::config::ManagerClientConfig {
+                url: url.to_string(),
+                refresh_interval: Duration::from_secs(1),
+                keep_alive_interval: Duration::from_secs(1),
+                scheduler_cluster_id: 0,
+            });
+        }
         if let Some(configure) = &self.configure {
             configure(index, &mut config);
         }

@@ -15,6 +15,7 @@
 pub mod cluster;
 pub mod interop;
 pub mod origin;
+pub mod relay;
 pub mod tls_origin;
 
 use std::future::Future;

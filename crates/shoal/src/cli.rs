@@ -19,6 +19,8 @@ pub(crate) struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the manager (clusters, scheduler discovery, preheat jobs; REST and gRPC).
+    Manager(ManagerArgs),
     /// Run the scheduler (gRPC scheduler.v2.Scheduler).
     Scheduler(SchedulerArgs),
     /// Run the daemon on this node (download engine, piece store, upload servers).
@@ -27,6 +29,8 @@ enum Command {
     Get(GetArgs),
     /// Point a container runtime's registry mirror configuration at the daemon's proxy.
     Init(InitArgs),
+    /// Run a single-node cluster in one process: manager (SQLite), scheduler, seed daemon + proxy.
+    AllInOne(AllInOneArgs),
     /// Benchmark lab: shaped multi-node clusters and micro-benchmarks.
     Bench(Box<shoal_bench::BenchArgs>),
 }
@@ -79,6 +83,78 @@ struct SchedulerArgs {
     /// Do not ask seed peers to fetch cold tasks.
     #[arg(long)]
     no_seed_trigger: bool,
+    /// Register with this manager (gRPC URL) so daemons can discover this scheduler.
+    #[arg(long, env = "SHOAL_SCHEDULER_MANAGER")]
+    manager: Option<String>,
+    /// IP daemons dial, registered with the manager (default: the listen IP, or 127.0.0.1 when
+    /// listening on all addresses).
+    #[arg(long)]
+    advertise_ip: Option<IpAddr>,
+    /// Name registered with the manager (default: the machine's hostname).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Scheduler cluster to join at the manager (0: the default cluster).
+    #[arg(long, default_value_t = 0)]
+    cluster_id: u64,
+    /// IDC registered with the manager.
+    #[arg(long)]
+    idc: Option<String>,
+    /// Location registered with the manager.
+    #[arg(long)]
+    location: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ManagerArgs {
+    /// Directory for the embedded SQLite database and the credential-sealing key.
+    #[arg(long, default_value = "/var/lib/shoal/manager", env = "SHOAL_MANAGER_DATA_DIR")]
+    pub(crate) data_dir: PathBuf,
+    /// Database URL: postgres://USER:PASSWORD@HOST/DB for HA (default: SQLite in the data dir).
+    #[arg(long, env = "SHOAL_MANAGER_DATABASE", hide_env_values = true)]
+    pub(crate) database: Option<String>,
+    /// REST API (/api/v1, /oapi/v1) address.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub(crate) rest_listen: SocketAddr,
+    /// gRPC (manager.v2.Manager) address.
+    #[arg(long, default_value = "0.0.0.0:65003")]
+    pub(crate) grpc_listen: SocketAddr,
+    /// Schedulers and seed peers not heard from within this are inactive.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) instance_ttl: Duration,
+    /// A running job whose manager stopped renewing it for this long is taken over.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) job_lease: Duration,
+    /// Jobs run at once by this manager.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) job_workers: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct AllInOneArgs {
+    /// Directory for every role's state.
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    pub(crate) data_dir: PathBuf,
+    /// IP every role binds and advertises.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) ip: IpAddr,
+    /// Manager REST port.
+    #[arg(long, default_value_t = 8080)]
+    pub(crate) rest_port: u16,
+    /// Manager gRPC port.
+    #[arg(long, default_value_t = 65003)]
+    pub(crate) manager_port: u16,
+    /// Scheduler gRPC port.
+    #[arg(long, default_value_t = 8002)]
+    pub(crate) scheduler_port: u16,
+    /// Seed daemon's proxy and registry mirror port.
+    #[arg(long, default_value_t = 4001)]
+    pub(crate) proxy_port: u16,
+    /// Unix socket of the seed daemon's download API (default DATA_DIR/daemon.sock).
+    #[arg(long)]
+    pub(crate) socket: Option<PathBuf>,
+    /// Upstream registry for mirror requests without X-Dragonfly-Registry or ns=.
+    #[arg(long)]
+    pub(crate) default_registry: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,6 +168,9 @@ struct DaemonArgs {
     /// Scheduler URL(s), comma separated or repeated, e.g. http://127.0.0.1:8002.
     #[arg(long, value_delimiter = ',', env = "SHOAL_DAEMON_SCHEDULER")]
     scheduler: Vec<String>,
+    /// Discover schedulers through this manager (gRPC URL, e.g. http://127.0.0.1:65003).
+    #[arg(long, env = "SHOAL_DAEMON_MANAGER")]
+    manager: Option<String>,
     /// Run as a seed peer (fetches from the origin when the scheduler asks).
     #[arg(long)]
     seed: bool,
@@ -160,6 +239,8 @@ struct GetArgs {
 /// Runs the chosen subcommand.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
+        Command::Manager(args) => crate::roles::run_manager(args).await,
+        Command::AllInOne(args) => crate::roles::run_all_in_one(args).await,
         Command::Scheduler(args) => run_scheduler(args).await,
         Command::Daemon(args) => run_daemon(*args).await,
         Command::Get(args) => run_get(args).await,
@@ -201,6 +282,23 @@ async fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
         host_ttl: args.host_ttl,
         schedule_wait: args.schedule_wait,
         seed_trigger: !args.no_seed_trigger,
+        manager: args
+            .manager
+            .map(|url| shoal_scheduler::ManagerRegistration {
+                url: with_scheme(url),
+                hostname: args.hostname.unwrap_or_else(shoal_daemon::config::local_hostname),
+                advertise_ip: args.advertise_ip.unwrap_or_else(|| {
+                    if args.listen.ip().is_unspecified() {
+                        IpAddr::from([127, 0, 0, 1])
+                    } else {
+                        args.listen.ip()
+                    }
+                }),
+                cluster_id: args.cluster_id,
+                idc: args.idc,
+                location: args.location,
+                keep_alive_interval: Duration::from_secs(5),
+            }),
         ..Default::default()
     };
     let cancel = shutdown_token();
@@ -220,6 +318,11 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     }
     if !args.scheduler.is_empty() {
         toml.schedulers = args.scheduler;
+    }
+    if let Some(addr) = args.manager {
+        let mut manager = toml.manager.take().unwrap_or_default();
+        manager.addr = addr;
+        toml.manager = Some(manager);
     }
     if args.seed {
         toml.seed = Some(true);
@@ -268,8 +371,17 @@ async fn run_get(args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `url` with `http://` when it names no scheme.
+pub(crate) fn with_scheme(url: String) -> String {
+    if url.contains("://") {
+        url
+    } else {
+        format!("http://{url}")
+    }
+}
+
 /// A token cancelled on SIGINT or SIGTERM.
-fn shutdown_token() -> CancellationToken {
+pub(crate) fn shutdown_token() -> CancellationToken {
     let cancel = CancellationToken::new();
     let token = cancel.clone();
     tokio::spawn(async move {

@@ -2,6 +2,7 @@
 //! the chosen role's `run`.
 
 mod cli;
+mod roles;
 
 use std::process::ExitCode;
 

@@ -16,9 +16,12 @@ use serde::Deserialize;
 pub struct DaemonToml {
     /// Data directory holding the piece store. Default `/var/lib/shoal/daemon`.
     pub data_dir: Option<PathBuf>,
-    /// Scheduler URLs, e.g. `http://127.0.0.1:8002`. Required.
+    /// Scheduler URLs, e.g. `http://127.0.0.1:8002`. Required unless `manager` is set.
     #[serde(default)]
     pub schedulers: Vec<String>,
+    /// Discover schedulers through a manager instead of (or besides) static `schedulers`.
+    /// Default none.
+    pub manager: Option<ManagerToml>,
     /// Run as a seed peer that fetches from the origin when the scheduler asks. Default false.
     pub seed: Option<bool>,
     /// Advertised and bound IP. Default 127.0.0.1.
@@ -53,6 +56,22 @@ pub struct DaemonToml {
     /// stores). Default none: the built-in web roots only.
     #[serde(default)]
     pub origin_ca_certs: Vec<PathBuf>,
+}
+
+/// `manager:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ManagerToml {
+    /// Manager gRPC URL, e.g. `http://127.0.0.1:65003`. Required in this section.
+    pub addr: String,
+    /// How often to ask the manager for schedulers. Default `60s`.
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_interval: Option<Duration>,
+    /// Seed peers only: period of keepalive messages to the manager. Default `5s`.
+    #[serde(default, with = "humantime_serde")]
+    pub keep_alive_interval: Option<Duration>,
+    /// Seed peers only: scheduler cluster to join; 0 joins the default cluster. Default 0.
+    pub scheduler_cluster_id: Option<u64>,
 }
 
 /// `proxy:` section.
@@ -135,7 +154,9 @@ pub struct StorageToml {
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     pub data_dir: PathBuf,
+    /// Static scheduler URLs; discovery through `manager` replaces them when it answers.
     pub schedulers: Vec<String>,
+    pub manager: Option<ManagerClientConfig>,
     pub seed: bool,
     pub ip: IpAddr,
     pub hostname: String,
@@ -152,6 +173,15 @@ pub struct DaemonConfig {
     pub proxy: crate::proxy::ProxyConfig,
     /// PEM contents of extra CA certificates trusted for origins.
     pub origin_ca_certs: Vec<Vec<u8>>,
+}
+
+/// Validated `manager:` section.
+#[derive(Debug, Clone)]
+pub struct ManagerClientConfig {
+    pub url: String,
+    pub refresh_interval: Duration,
+    pub keep_alive_interval: Duration,
+    pub scheduler_cluster_id: u64,
 }
 
 /// Validated download tuning.
@@ -183,8 +213,16 @@ pub struct StorageConfig {
 /// The config file or flags hold a value we cannot run with.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no scheduler configured: pass --scheduler http://HOST:8002")]
+    #[error(
+        "no scheduler configured: pass --scheduler http://HOST:8002 or --manager http://HOST:65003"
+    )]
     NoScheduler,
+    #[error("manager url {url:?} is invalid")]
+    ManagerUrl {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
     #[error("scheduler url {url:?} is invalid")]
     SchedulerUrl {
         url: String,
@@ -264,16 +302,13 @@ impl TryFrom<DaemonToml> for DaemonConfig {
     type Error = ConfigError;
 
     fn try_from(toml: DaemonToml) -> Result<Self, Self::Error> {
-        if toml.schedulers.is_empty() {
+        if toml.schedulers.is_empty() && toml.manager.is_none() {
             return Err(ConfigError::NoScheduler);
         }
+        let manager = toml.manager.map(manager_config).transpose()?;
         let mut schedulers = Vec::new();
         for url in toml.schedulers {
-            let url = if url.contains("://") {
-                url
-            } else {
-                format!("http://{url}")
-            };
+            let url = with_scheme(url);
             url::Url::parse(&url).map_err(|source| ConfigError::SchedulerUrl {
                 url: url.clone(),
                 source,
@@ -342,6 +377,7 @@ impl TryFrom<DaemonToml> for DaemonConfig {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("/var/lib/shoal/daemon")),
             schedulers,
+            manager,
             seed: toml.seed.unwrap_or(false),
             ip,
             hostname,
@@ -443,3 +479,31 @@ pub fn local_hostname() -> String {
 
 #[cfg(test)]
 mod tests;
+
+fn manager_config(toml: ManagerToml) -> Result<ManagerClientConfig, ConfigError> {
+    let url = with_scheme(toml.addr);
+    url::Url::parse(&url).map_err(|source| ConfigError::ManagerUrl {
+        url: url.clone(),
+        source,
+    })?;
+    Ok(ManagerClientConfig {
+        url,
+        refresh_interval: positive_duration(
+            toml.refresh_interval.unwrap_or(Duration::from_secs(60)),
+            "manager.refreshInterval",
+        )?,
+        keep_alive_interval: positive_duration(
+            toml.keep_alive_interval.unwrap_or(Duration::from_secs(5)),
+            "manager.keepAliveInterval",
+        )?,
+        scheduler_cluster_id: toml.scheduler_cluster_id.unwrap_or(0),
+    })
+}
+
+fn with_scheme(url: String) -> String {
+    if url.contains("://") {
+        url
+    } else {
+        format!("http://{url}")
+    }
+}

@@ -72,7 +72,10 @@ pub(crate) async fn run(
         task_id: context.task_id.to_string(),
         peer_id: context.peer_id.to_string(),
     };
-    let mut client = context.engine.schedulers.client_for(&context.task_id);
+    let Some(mut client) = context.engine.schedulers.client_for(&context.task_id) else {
+        let status = tonic::Status::unavailable("no scheduler known yet");
+        return fallback(context, missing, &reporter, status).await;
+    };
     reporter
         .send(Request::RegisterPeerRequest(RegisterPeerRequest {
             download: Some(registration(context)),
@@ -320,7 +323,10 @@ pub(crate) async fn announce_holder(
                 download: Some(registration),
             }))
             .await;
-        let mut client = engine.schedulers.client_for(task_id);
+        let mut client = engine
+            .schedulers
+            .client_for(task_id)
+            .ok_or_else(|| tonic::Status::unavailable("no scheduler known yet"))?;
         let mut responses = client
             .announce_peer(ReceiverStream::new(receiver))
             .await?

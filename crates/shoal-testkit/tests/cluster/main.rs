@@ -5,5 +5,6 @@
 
 mod distribution;
 mod faults;
+mod manager;
 mod proxy;
 mod restart;
