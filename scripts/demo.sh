@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job on real input: a local shoal cluster (scheduler, seed daemon, two daemons, each
-# on its own loopback address with the standard ports) distributes a real file from a real
-# nginx origin, and reports where every byte came from.
+# The main job on real input: a local shoal cluster (`shoal all-in-one`: manager on SQLite,
+# scheduler and seed daemon; plus two daemons that know only the manager, each on its own
+# loopback address with the standard ports) distributes a real file from a real nginx origin,
+# and reports where every byte came from.
 #
 #   scripts/demo.sh [FILE]
 #
@@ -75,25 +76,27 @@ url="http://$net.1:$origin_port/$name"
 
 wait_for() { # wait_for DESCRIPTION COMMAND...
     local what="$1"; shift
-    for _ in $(seq 1 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    for _ in $(seq 1 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
     echo "error: $what did not come up; logs in $work" >&2; exit 1
 }
 
 export SHOAL_LOG="${SHOAL_LOG:-warn}"
-"$shoal" scheduler --listen "$net.1:8002" 2>"$work/scheduler.log" & pids+=($!)
-wait_for "scheduler" bash -c "exec 3<>/dev/tcp/$net.1/8002"
-start_daemon() { # start_daemon NAME IP [--seed]
-    local node="$1" ip="$2"; shift 2
-    "$shoal" daemon --data-dir "$work/$node" --scheduler "http://$net.1:8002" --ip "$ip" \
-        --hostname "$node" --socket "$work/$node.sock" "$@" 2>"$work/$node.log" & pids+=($!)
+# One process with the manager (SQLite), the scheduler and a seed daemon with the proxy.
+"$shoal" all-in-one --data-dir "$work/all-in-one" --ip "$net.1" \
+    >"$work/all-in-one.out" 2>"$work/all-in-one.log" & pids+=($!)
+wait_for "all-in-one" grep -q "join another node" "$work/all-in-one.out"
+start_daemon() { # start_daemon NAME IP: a daemon that knows only the manager
+    local node="$1" ip="$2"
+    "$shoal" daemon --data-dir "$work/$node" --manager "http://$net.1:65003" --ip "$ip" \
+        --hostname "$node" --socket "$work/$node.sock" 2>"$work/$node.log" & pids+=($!)
     wait_for "daemon $node" test -S "$work/$node.sock"
 }
-start_daemon seed "$net.2" --seed
 start_daemon node-a "$net.3"
 start_daemon node-b "$net.4"
 
 echo "origin:    $url ($(stat -Lc %s "$file") bytes, served by nginx)"
-echo "cluster:   scheduler $net.1:8002, seed $net.2, daemons node-a $net.3 and node-b $net.4"
+echo "cluster:   all-in-one on $net.1 (manager :8080/:65003, scheduler :8002, seed daemon, proxy :4001);"
+echo "           daemons node-a $net.3 and node-b $net.4 found the scheduler through the manager"
 "$shoal" get "$url" -O "$work/from-a" --socket "$work/node-a.sock" --no-progress | sed 's/^/node-a:    /'
 "$shoal" get "$url" -O "$work/from-b" --socket "$work/node-b.sock" --no-progress | sed 's/^/node-b:    /'
 

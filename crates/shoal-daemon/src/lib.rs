@@ -180,6 +180,19 @@ pub async fn start(
         host: host.clone(),
     });
     let tracker = TaskTracker::new();
+    let announcer = announcer::Announcer {
+        schedulers,
+        host: host.clone(),
+        upload_port: upload_addr.port(),
+        idc: config.idc.clone(),
+        location: config.location.clone(),
+        interval: config.upload.announce_interval,
+    };
+    // Learn the schedulers before any server runs: requests already queue on the bound
+    // listeners and are served with a known scheduler set.
+    if let Some(manager) = &config.manager {
+        spawn_discovery(&tracker, &cancel, manager, &announcer, upload_addr.port()).await?;
+    }
 
     spawn_upload_server(
         &tracker,
@@ -230,17 +243,6 @@ pub async fn start(
                 tracing::error!(error = %err, "metrics server failed");
             }
         });
-    }
-    let announcer = announcer::Announcer {
-        schedulers,
-        host: host.clone(),
-        upload_port: upload_addr.port(),
-        idc: config.idc.clone(),
-        location: config.location.clone(),
-        interval: config.upload.announce_interval,
-    };
-    if let Some(manager) = &config.manager {
-        spawn_discovery(&tracker, &cancel, manager, &announcer, upload_addr.port()).await?;
     }
     // Announce before serving downloads so the scheduler can offer us as a parent at once.
     if announcer.announce_once().await == 0 {

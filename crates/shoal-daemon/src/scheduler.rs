@@ -53,8 +53,10 @@ struct Member {
 impl Schedulers {
     /// Lazy channels to each URL; nothing is dialled until the first call.
     pub(crate) fn new(urls: &[String]) -> Result<Self, shoal_client::channel::ChannelError> {
-        let entries: Vec<SchedulerEntry> =
-            urls.iter().map(|url| SchedulerEntry::from_url(url)).collect();
+        let entries: Vec<SchedulerEntry> = urls
+            .iter()
+            .map(|url| SchedulerEntry::from_url(url))
+            .collect();
         let ring = Ring::build(&entries, &[])?;
         Ok(Self {
             current: Arc::new(RwLock::new(Arc::new(ring))),
@@ -78,7 +80,10 @@ impl Schedulers {
             return Ok(false);
         }
         let ring = Ring::build(entries, &current.members)?;
-        *self.current.write().unwrap_or_else(|poison| poison.into_inner()) = Arc::new(ring);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(ring);
         Ok(true)
     }
 
@@ -92,7 +97,9 @@ impl Schedulers {
             .find(|(position, _)| *position >= key)
             .or_else(|| ring.positions.first())
             .map(|(_, member)| *member)?;
-        ring.members.get(index).map(|member| client(&member.channel))
+        ring.members
+            .get(index)
+            .map(|member| client(&member.channel))
     }
 
     /// Clients for every scheduler, with their URLs.

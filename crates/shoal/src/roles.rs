@@ -86,6 +86,8 @@ pub(crate) async fn run_all_in_one(args: AllInOneArgs) -> anyhow::Result<()> {
         cancel.clone(),
     ));
 
+    wait_for_registration(&manager_url, scheduler_addr).await;
+
     let socket = args
         .socket
         .unwrap_or_else(|| args.data_dir.join("daemon.sock"));
@@ -139,4 +141,28 @@ pub(crate) async fn run_all_in_one(args: AllInOneArgs) -> anyhow::Result<()> {
     }
     manager.wait().await.context("run manager")?;
     Ok(())
+}
+
+/// Waits (up to 10 s) until the manager hands out the scheduler, so daemons started right after
+/// the banner find it.
+async fn wait_for_registration(manager_url: &str, scheduler_addr: SocketAddr) {
+    let Ok(client) = shoal_client::manager::ManagerClient::new(manager_url) else {
+        return;
+    };
+    let requester = shoal_client::manager::Requester {
+        hostname: "all-in-one".to_string(),
+        ip: scheduler_addr.ip().to_string(),
+        ..Default::default()
+    };
+    let expected = format!("http://{scheduler_addr}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(schedulers) = client.list_schedulers(&requester).await {
+            if schedulers.iter().any(|scheduler| scheduler.url == expected) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!("the scheduler has not registered with the manager yet");
 }
