@@ -30,12 +30,12 @@ async fn preheat(cluster: &TestCluster, args: serde_json::Value) -> serde_json::
     let job: serde_json::Value = response.json().await.unwrap();
     assert!(status.is_success(), "create job: {status} {job}");
     let id = job["id"].as_u64().unwrap();
-    let mut last = serde_json::Value::Null;
+    let last = std::sync::Mutex::new(serde_json::Value::Null);
     let finished = wait_until(Duration::from_secs(180), || {
         let request = http
             .get(format!("{}/oapi/v1/jobs/{id}", manager.rest_url()))
             .bearer_auth(&manager.token);
-        let last = &mut last;
+        let last = &last;
         async move {
             let Ok(response) = request.send().await else {
                 return false;
@@ -44,11 +44,12 @@ async fn preheat(cluster: &TestCluster, args: serde_json::Value) -> serde_json::
                 return false;
             };
             let done = matches!(job["state"].as_str(), Some("SUCCESS" | "FAILURE"));
-            *last = job;
+            *last.lock().unwrap() = job;
             done
         }
     })
     .await;
+    let last = last.into_inner().unwrap();
     assert!(finished.is_ok(), "job did not finish: {last}");
     last
 }
@@ -175,6 +176,9 @@ async fn preheat_of_a_multi_arch_index_warms_only_the_chosen_platform() {
         "the daemon fetched blob bytes from the registry"
     );
     assert!(download_bytes(&cluster.metrics(0), "parent") > 0);
-    let tree = containerd.unpacked_digest(&reference).await.unwrap();
+    let tree = containerd
+        .unpacked_digest_for(&reference, Some("linux/arm64"))
+        .await
+        .unwrap();
     assert_eq!(tree, chosen.tree_digest, "unpacked image differs");
 }

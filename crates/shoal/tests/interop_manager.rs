@@ -95,25 +95,41 @@ async fn all_in_one_and_one_more_daemon_serve_shoal_get() {
     let aio = Proc::spawn(
         dir.path(),
         "all-in-one",
-        &["all-in-one", "--data-dir", aio_dir.to_str().unwrap(), "--ip", "127.0.81.1"],
+        &[
+            "all-in-one",
+            "--data-dir",
+            aio_dir.to_str().unwrap(),
+            "--ip",
+            "127.0.81.1",
+        ],
     );
     let aio_ref = &aio;
-    wait_for("all-in-one never came up", &aio, Duration::from_secs(60), || async move {
-        aio_ref.stdout().contains("join another node")
-    })
+    wait_for(
+        "all-in-one never came up",
+        &aio,
+        Duration::from_secs(60),
+        || async move { aio_ref.stdout().contains("join another node") },
+    )
     .await;
     let banner = aio.stdout();
     assert!(banner.contains("http://127.0.81.1:65003"), "{banner}");
 
     // REST: refused without a token, served with the bootstrap token.
     let schedulers = "http://127.0.81.1:8080/api/v1/schedulers";
-    assert_eq!(rest(reqwest::Method::GET, schedulers, None).await.status(), 401);
     assert_eq!(
-        rest(reqwest::Method::GET, schedulers, Some("wrong")).await.status(),
+        rest(reqwest::Method::GET, schedulers, None).await.status(),
         401
     );
     assert_eq!(
-        rest(reqwest::Method::GET, schedulers, Some(TOKEN)).await.status(),
+        rest(reqwest::Method::GET, schedulers, Some("wrong"))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        rest(reqwest::Method::GET, schedulers, Some(TOKEN))
+            .await
+            .status(),
         200
     );
 
@@ -176,7 +192,10 @@ async fn all_in_one_and_one_more_daemon_serve_shoal_get() {
     assert_eq!(sha256_hex(&std::fs::read(&out).unwrap()), expected);
     assert!(!stdout.contains("from 0 parent(s)"), "{stdout}");
     let served = origin.served("file.bin");
-    assert!(served <= 9 * 1024 * 1024 * 105 / 100 + 3, "origin served {served}");
+    assert!(
+        served <= 9 * 1024 * 1024 * 105 / 100 + 3,
+        "origin served {served}"
+    );
 }
 
 fn manager_args<'a>(data: &'a str) -> Vec<&'a str> {
@@ -256,17 +275,26 @@ async fn preheat_survives_a_killed_manager_without_fetching_a_layer_twice() {
             seed_dir.join("daemon.sock").to_str().unwrap(),
         ],
     );
-    wait_for("the seed never registered", &seed, Duration::from_secs(60), || async {
-        let response = reqwest::Client::new()
-            .get("http://127.0.82.1:8080/api/v1/seed-peers")
-            .bearer_auth(TOKEN)
-            .send()
-            .await;
-        match response {
-            Ok(response) => response.text().await.unwrap_or_default().contains("\"active\""),
-            Err(_) => false,
-        }
-    })
+    wait_for(
+        "the seed never registered",
+        &seed,
+        Duration::from_secs(60),
+        || async {
+            let response = reqwest::Client::new()
+                .get("http://127.0.82.1:8080/api/v1/seed-peers")
+                .bearer_auth(TOKEN)
+                .send()
+                .await;
+            match response {
+                Ok(response) => response
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .contains("\"active\""),
+                Err(_) => false,
+            }
+        },
+    )
     .await;
 
     let manifest = format!(
@@ -285,37 +313,54 @@ async fn preheat_survives_a_killed_manager_without_fetching_a_layer_twice() {
         .json()
         .await
         .unwrap();
-    let id = created["id"].as_u64().unwrap_or_else(|| panic!("{created}"));
+    let id = created["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{created}"));
 
     // Kill the manager once the seed is busy with the first layer.
     let first = &image.platforms[0].layers[0];
     let (registry_ref, config_digest, seed_log) =
         (&registry, &image.platforms[0].config_digest, &seed.stderr);
-    wait_for("the preheat never started", &manager, Duration::from_secs(60), || async move {
-        registry_ref.blob_gets(config_digest) > 0
-            || registry_ref.blob_bytes_served(&first.digest) > 0
-            || std::fs::read_to_string(seed_log)
-                .unwrap_or_default()
-                .contains("download triggered by a remote caller")
-    })
+    wait_for(
+        "the preheat never started",
+        &manager,
+        Duration::from_secs(60),
+        || async move {
+            registry_ref.blob_gets(config_digest) > 0
+                || registry_ref.blob_bytes_served(&first.digest) > 0
+                || std::fs::read_to_string(seed_log)
+                    .unwrap_or_default()
+                    .contains("download triggered by a remote caller")
+        },
+    )
     .await;
     let before = job(id).await.unwrap();
-    assert_ne!(before["state"], "SUCCESS", "job finished before the kill: {before}");
+    assert_ne!(
+        before["state"], "SUCCESS",
+        "job finished before the kill: {before}"
+    );
     manager.kill().await;
 
     let mut restarted = Proc::spawn(dir.path(), "manager-2", &manager_args(&manager_data));
-    let mut last = serde_json::Value::Null;
+    let last = std::sync::Mutex::new(serde_json::Value::Null);
     let finished = wait_until(Duration::from_secs(240), || {
-        let last = &mut last;
+        let last = &last;
         async move {
-            let Some(job) = job(id).await else { return false };
+            let Some(job) = job(id).await else {
+                return false;
+            };
             let done = matches!(job["state"].as_str(), Some("SUCCESS" | "FAILURE"));
-            *last = job;
+            *last.lock().unwrap() = job;
             done
         }
     })
     .await;
-    assert!(finished.is_ok(), "job never finished: {last}\n{}", restarted.logs());
+    let last = last.into_inner().unwrap();
+    assert!(
+        finished.is_ok(),
+        "job never finished: {last}\n{}",
+        restarted.logs()
+    );
     assert_eq!(last["state"], "SUCCESS", "{last}\n{}", restarted.logs());
 
     // Every layer left the registry about once in total, across both managers.

@@ -211,13 +211,28 @@ impl Containerd {
     /// Mounts the unpacked image read-only (`ctr images mount`), computes its
     /// [`FileTree::digest`], and unmounts it again (`ctr images unmount --rm`).
     pub async fn unpacked_digest(&self, reference: &str) -> anyhow::Result<String> {
+        self.unpacked_digest_for(reference, None).await
+    }
+
+    /// [`Containerd::unpacked_digest`] of one platform of a multi-platform image
+    /// (`linux/arm64`); None: the host's platform.
+    pub async fn unpacked_digest_for(
+        &self,
+        reference: &str,
+        platform: Option<&str>,
+    ) -> anyhow::Result<String> {
         let target = tempfile::Builder::new()
             .prefix("mount-")
             .tempdir_in(self.dir())
             .context("create a mount point")?;
         let mount_point = target.path().to_path_buf();
         let mount_arg = mount_point.to_string_lossy().into_owned();
-        self.ctr(&["images", "mount", reference, &mount_arg], CTR_TIMEOUT)
+        let mut args = vec!["images", "mount"];
+        if let Some(platform) = platform {
+            args.extend(["--platform", platform]);
+        }
+        args.extend([reference, mount_arg.as_str()]);
+        self.ctr(&args, CTR_TIMEOUT)
             .await
             .with_context(|| format!("mount {reference}"))?;
         self.lock_mounts().push(mount_point.clone());
