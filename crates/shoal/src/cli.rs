@@ -107,7 +107,11 @@ struct SchedulerArgs {
 #[derive(Debug, clap::Args)]
 pub(crate) struct ManagerArgs {
     /// Directory for the embedded SQLite database and the credential-sealing key.
-    #[arg(long, default_value = "/var/lib/shoal/manager", env = "SHOAL_MANAGER_DATA_DIR")]
+    #[arg(
+        long,
+        default_value = "/var/lib/shoal/manager",
+        env = "SHOAL_MANAGER_DATA_DIR"
+    )]
     pub(crate) data_dir: PathBuf,
     /// Database URL: postgres://USER:PASSWORD@HOST/DB for HA (default: SQLite in the data dir).
     #[arg(long, env = "SHOAL_MANAGER_DATABASE", hide_env_values = true)]
@@ -286,7 +290,9 @@ async fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
             .manager
             .map(|url| shoal_scheduler::ManagerRegistration {
                 url: with_scheme(url),
-                hostname: args.hostname.unwrap_or_else(shoal_daemon::config::local_hostname),
+                hostname: args
+                    .hostname
+                    .unwrap_or_else(shoal_daemon::config::local_hostname),
                 advertise_ip: args.advertise_ip.unwrap_or_else(|| {
                     if args.listen.ip().is_unspecified() {
                         IpAddr::from([127, 0, 0, 1])

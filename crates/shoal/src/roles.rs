@@ -127,7 +127,9 @@ pub(crate) async fn run_all_in_one(args: AllInOneArgs) -> anyhow::Result<()> {
     if let Some(proxy) = daemon.proxy_addr {
         println!("  proxy/mirror   http://{proxy}");
     }
-    println!("join another node:   shoal daemon --manager {manager_url} --ip <IP> --data-dir <DIR>");
+    println!(
+        "join another node:   shoal daemon --manager {manager_url} --ip <IP> --data-dir <DIR>"
+    );
     if let Some(proxy) = daemon.proxy_addr {
         println!("point containerd:    shoal init containerd --proxy http://{proxy} --registry <REGISTRY>");
     }
