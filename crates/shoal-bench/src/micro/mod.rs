@@ -13,10 +13,10 @@
 mod cluster;
 pub mod hop;
 mod origin;
-mod procs;
+pub(crate) mod procs;
 pub mod scheduler_load;
 pub mod small;
-mod stats;
+pub(crate) mod stats;
 pub mod ttfb;
 
 use std::net::Ipv4Addr;
