@@ -198,7 +198,7 @@ async fn all_in_one_and_one_more_daemon_serve_shoal_get() {
     );
 }
 
-fn manager_args<'a>(data: &'a str) -> Vec<&'a str> {
+fn manager_args(data: &str) -> Vec<&str> {
     vec![
         "manager",
         "--data-dir",
