@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{now_ms, ClusterPatch, Instance, InstanceKind, NewCluster};
 use crate::jobs::{self, CreateJob};
-use crate::service::{ManagerService, ServiceError};
+use crate::service::{error_chain, ManagerService, ServiceError};
 use crate::{auth, ManagerError};
 
 /// Serves REST on `listener` until `cancel` fires.
@@ -127,17 +127,6 @@ impl IntoResponse for ApiError {
         }
         response
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(next) = source {
-        message.push_str(": ");
-        message.push_str(&next.to_string());
-        source = next.source();
-    }
-    message
 }
 
 async fn require_token(

@@ -276,3 +276,16 @@ fn kind_name(kind: InstanceKind) -> &'static str {
         InstanceKind::SeedPeer => "seed peer",
     }
 }
+
+/// `err` and its sources, joined by `: `, for answers that leave the process (REST bodies, job
+/// errors) where `{:#}` formatting is not available.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(next) = source {
+        message.push_str(": ");
+        message.push_str(&next.to_string());
+        source = next.source();
+    }
+    message
+}

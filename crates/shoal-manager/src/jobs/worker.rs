@@ -18,7 +18,7 @@ use tracing::{info, warn, Instrument as _};
 use super::registry::{self, Credentials};
 use super::{seed, PreheatArgs, SealedCredentials, DEFAULT_PLATFORM};
 use crate::db::{now_ms, DbError, ItemState, Job, JobItem, JobState, NewItem};
-use crate::service::ManagerService;
+use crate::service::{error_chain, ManagerService};
 
 /// Pause between polls of an empty queue.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -263,22 +263,11 @@ async fn plan(
     let platform = args.platform.as_deref().unwrap_or(DEFAULT_PLATFORM);
     let resolved = registry::resolve(http, &args.url, platform, credentials)
         .await
-        .map_err(|err| RunError::Failed(format!("resolve image: {}", chain(&err))))?;
+        .map_err(|err| RunError::Failed(format!("resolve image: {}", error_chain(&err))))?;
     Ok(Plan {
         items: resolved.blobs,
         headers: resolved.headers,
     })
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(next) = source {
-        message.push_str(": ");
-        message.push_str(&next.to_string());
-        source = next.source();
-    }
-    message
 }
 
 async fn wait_for_seeds(
