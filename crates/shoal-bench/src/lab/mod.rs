@@ -50,6 +50,9 @@ pub struct LabArgs {
     /// The shoal binary (default: this executable).
     #[arg(long)]
     shoal_bin: Option<PathBuf>,
+    /// Log filter (`SHOAL_LOG` syntax) of the shoal processes; their logs go to DIR/logs/shoal.
+    #[arg(long, default_value = "warn")]
+    shoal_log: String,
     /// Where upstream dfdaemon and dfget 1.5.10 are (default: PATH).
     #[arg(long)]
     dragonfly_bin_dir: Option<PathBuf>,
@@ -59,6 +62,9 @@ pub struct LabArgs {
     /// The tiniest scenario, for CI.
     #[arg(long)]
     smoke: bool,
+    /// Use loopback addresses and the tools' own rate limits even where namespaces work.
+    #[arg(long)]
+    loopback: bool,
     /// Remove namespaces and processes left by earlier runs, then exit.
     #[arg(long)]
     cleanup: bool,
@@ -213,6 +219,12 @@ impl Scenario {
         self.model().terms()
     }
 
+    /// How long one node may take before it counts as failed: generous, so only a hang trips
+    /// it (30 × `T_min`, at least a minute).
+    pub(crate) fn node_timeout(&self) -> Duration {
+        Duration::from_secs_f64((30.0 * self.t_min()).max(60.0))
+    }
+
     fn model(&self) -> bound::FluidModel {
         let node = self.node_bw.bytes_per_second() as f64;
         bound::FluidModel {
@@ -274,6 +286,7 @@ async fn run_scenario(args: LabArgs) -> anyhow::Result<()> {
             origin: scenario.origin_bw,
             node: scenario.node_bw,
         },
+        args.loopback,
     )?;
     if let netns::Mode::Loopback { reason } = &lab.mode {
         eprintln!("network namespaces unavailable ({reason}); using loopback addresses");
@@ -288,6 +301,7 @@ async fn run_scenario(args: LabArgs) -> anyhow::Result<()> {
         work: work.path(),
         logs: &logs,
         shoal_bin,
+        shoal_log: &args.shoal_log,
         dragonfly_bin_dir: args.dragonfly_bin_dir.as_deref(),
     };
     let mut results = Vec::new();
@@ -309,6 +323,7 @@ struct Setup<'a> {
     work: &'a std::path::Path,
     logs: &'a std::path::Path,
     shoal_bin: PathBuf,
+    shoal_log: &'a str,
     dragonfly_bin_dir: Option<&'a std::path::Path>,
 }
 
@@ -372,6 +387,8 @@ async fn run_system(setup: &Setup<'_>, system: System) -> anyhow::Result<report:
         work: setup.work.join(system.name()),
         logs: setup.logs.join(system.name()),
         shoal_bin: setup.shoal_bin.clone(),
+        shoal_log: setup.shoal_log.to_owned(),
+        node_timeout: scenario.node_timeout(),
     };
     std::fs::create_dir_all(&ctx.work).context("create system work dir")?;
     std::fs::create_dir_all(&ctx.logs).context("create system logs dir")?;

@@ -89,14 +89,25 @@ pub(crate) struct Lab {
 }
 
 impl Lab {
-    /// Creates the lab, in namespaces when possible, else on loopback.
-    pub(crate) fn create(seeds: usize, nodes: usize, shaping: Shaping) -> anyhow::Result<Self> {
+    /// Creates the lab, in namespaces when possible (and not `force_loopback`), else on
+    /// loopback.
+    pub(crate) fn create(
+        seeds: usize,
+        nodes: usize,
+        shaping: Shaping,
+        force_loopback: bool,
+    ) -> anyhow::Result<Self> {
         if seeds > 40 || nodes > 200 {
             bail!("the lab holds at most 40 seeds and 200 nodes");
         }
         let pid = std::process::id();
         let names = host_names(seeds, nodes);
-        match netns_unavailable() {
+        let unavailable = if force_loopback {
+            Some("--loopback was given".to_owned())
+        } else {
+            netns_unavailable()
+        };
+        match unavailable {
             None => {
                 let mut lab = Self {
                     mode: Mode::Netns,
@@ -250,6 +261,19 @@ fn netns_unavailable() -> Option<String> {
         )),
         Err(err) => Some(format!("`ip netns add` could not run: {err}")),
     }
+}
+
+/// Whether this process runs with effective uid 0.
+pub(crate) fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let uids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+            uids.split_whitespace()
+                .nth(1)
+                .map(|effective| effective == "0")
+        })
+        .unwrap_or(false)
 }
 
 /// The path of `program` on PATH.

@@ -30,6 +30,16 @@ pub(crate) enum Status {
     Skipped,
 }
 
+impl Status {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
 /// p50, p99 and max of a set of values.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub(crate) struct Percentiles {
@@ -188,8 +198,9 @@ impl SystemReport {
                 self.origin_bytes_ratio.unwrap_or(f64::NAN),
             ),
             (status, _) => format!(
-                "{}: {status:?}: {}",
+                "{}: {}: {}",
                 self.system,
+                status.name(),
                 self.reason.as_deref().unwrap_or("no nodes measured")
             ),
         }
@@ -287,7 +298,7 @@ pub(crate) fn results_table(results: &[SystemReport]) -> String {
         let r = entry.completion_ratio;
         table.row(vec![
             entry.system.to_owned(),
-            format!("{:?}", entry.status).to_lowercase(),
+            entry.status.name().to_owned(),
             opt(c.map(|c| c.p50), 2),
             opt(c.map(|c| c.p99), 2),
             opt(c.map(|c| c.max), 2),
@@ -335,9 +346,9 @@ fn markdown(command: &str, scenario: &Scenario, mode: &Mode, results: &[SystemRe
         for entry in notes {
             let _ = writeln!(
                 md,
-                "- **{}** ({:?}): {}",
+                "- **{}** ({}): {}",
                 entry.system,
-                entry.status,
+                entry.status.name(),
                 entry.reason.as_deref().unwrap_or_default()
             );
         }

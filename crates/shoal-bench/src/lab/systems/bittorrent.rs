@@ -2,14 +2,14 @@
 //! has the origin's shaping), one `aria2c` per node; DHT, LPD off. Peers keep seeding until every
 //! node is done; a node's completion is when aria2c runs its `--on-bt-download-complete` hook.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use tokio::process::Child;
 use tokio::time::{Duration, Instant};
 
 use super::{run_capture, run_nodes, run_to_end, Ctx, Measured};
-use crate::lab::netns::Host;
+use crate::lab::netns::{running_as_root, Host};
 use crate::lab::origin::{wait_tcp, FILE_NAME};
 
 const TRACKER_PORT: u16 = 6969;
@@ -25,8 +25,8 @@ pub(crate) const TOOLS: [(&str, &str); 3] = [
 const SEEDER_RPC_PORT: u16 = 16800;
 
 pub(crate) async fn run(ctx: &Ctx<'_>) -> anyhow::Result<Measured> {
-    let tracker = start_tracker(ctx).await?;
     let torrent = make_torrent(ctx).await?;
+    let tracker = start_tracker(ctx, &info_hash(&torrent).await?).await?;
     let hook = write_hook(ctx)?;
     let seeder = start_seeder(ctx, &torrent)?;
     // Let the seeder announce itself before the first peer asks the tracker.
@@ -62,15 +62,26 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> anyhow::Result<Measured> {
     Ok(measured)
 }
 
-async fn start_tracker(ctx: &Ctx<'_>) -> anyhow::Result<Child> {
+/// opentracker on the hub, serving only `info_hash`: Debian builds it with a whitelist.
+async fn start_tracker(ctx: &Ctx<'_>, info_hash: &str) -> anyhow::Result<Child> {
     let hub = &ctx.lab.hub;
     let tracker_dir = ctx.work.join("tracker");
     std::fs::create_dir_all(&tracker_dir).context("create tracker dir")?;
+    let whitelist = tracker_dir.join("whitelist");
+    std::fs::write(&whitelist, format!("{info_hash}\n")).context("write tracker whitelist")?;
+    // As root opentracker chroots into its -d dir before it reads the whitelist.
+    let whitelist = if running_as_root() {
+        PathBuf::from("/whitelist")
+    } else {
+        whitelist
+    };
     let port = TRACKER_PORT.to_string();
     let tracker = hub
         .command("opentracker")
-        .args(["-i", &hub.ip, "-p", &port, "-P", &port, "-u", "root", "-d"])
+        .args(["-i", &hub.ip, "-p", &port, "-P", &port, "-d"])
         .arg(&tracker_dir)
+        .arg("-w")
+        .arg(&whitelist)
         .stdout(ctx.log("opentracker-out")?)
         .stderr(ctx.log("opentracker")?)
         .spawn()
@@ -91,6 +102,22 @@ async fn make_torrent(ctx: &Ctx<'_>) -> anyhow::Result<PathBuf> {
         .arg(&ctx.origin.file);
     run_to_end(mktorrent, "mktorrent").await?;
     Ok(torrent)
+}
+
+/// The torrent's info hash in hex, as `aria2c --show-files` prints it.
+async fn info_hash(torrent: &Path) -> anyhow::Result<String> {
+    let mut show = tokio::process::Command::new("aria2c");
+    show.arg("--show-files=true").arg(torrent);
+    let text = run_capture(show, "aria2c --show-files").await?;
+    parse_info_hash(&text).context("aria2c --show-files printed no info hash")
+}
+
+fn parse_info_hash(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let hash = line.trim().strip_prefix("Info Hash:")?.trim();
+        (hash.len() == 40 && hash.chars().all(|c| c.is_ascii_hexdigit()))
+            .then(|| hash.to_ascii_lowercase())
+    })
 }
 
 /// The `--on-bt-download-complete` hook: marks `<first file>.done`.
@@ -209,5 +236,15 @@ mod tests {
         assert_eq!(parse_upload_length(reply).unwrap(), 2_097_152);
         assert!(parse_upload_length(r#"{"error":{}}"#).is_err());
         assert!(parse_upload_length("not json").is_err());
+    }
+
+    #[test]
+    fn reads_the_info_hash() {
+        let text = "Mode: single\nInfo Hash: BFFFECBBF20464064DC85C1CB95AFB80261728E7\nPiece Length: 256KiB\n";
+        assert_eq!(
+            parse_info_hash(text).as_deref(),
+            Some("bfffecbbf20464064dc85c1cb95afb80261728e7")
+        );
+        assert_eq!(parse_info_hash("Info Hash: xyz"), None);
     }
 }

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use crate::lab::netns::which;
 
 /// The message for a lab without the upstream binaries.
-pub(crate) const BUILD_HINT: &str = "skipped: build with `cargo install dragonfly-client \
-     --version 1.5.10` (needs libclang-dev, ~2h on 2 cores)";
+pub(crate) const BUILD_HINT: &str = "upstream dfdaemon and dfget not found on PATH or in \
+     --dragonfly-bin-dir; build them with `cargo install dragonfly-client --version 1.5.10 \
+     --locked` (needs protobuf-compiler and libclang-dev; a long build on 2 cores), then pass \
+     --dragonfly-bin-dir ~/.cargo/bin";
 
 /// Why the system is skipped in this run.
 pub(crate) fn skip_reason(bin_dir: Option<&Path>) -> String {
@@ -20,7 +22,7 @@ pub(crate) fn skip_reason(bin_dir: Option<&Path>) -> String {
     };
     match (found("dfdaemon"), found("dfget")) {
         (Some(daemon), Some(_)) => format!(
-            "skipped: found {} but the harness does not drive upstream dfdaemon yet",
+            "found {} but the harness does not drive upstream dfdaemon yet",
             daemon.display()
         ),
         _ => BUILD_HINT.to_owned(),

@@ -31,7 +31,7 @@ pub(crate) fn missing_tools(system: System) -> Option<String> {
         .collect();
     (!missing.is_empty()).then(|| {
         format!(
-            "skipped: needs the Debian package(s) {} (scripts/setup.sh installs them)",
+            "needs the Debian package(s) {} (scripts/setup.sh installs them)",
             missing.join(" ")
         )
     })
@@ -52,6 +52,10 @@ pub(crate) struct Ctx<'a> {
     /// This system's log directory, kept in the output directory.
     pub(crate) logs: PathBuf,
     pub(crate) shoal_bin: PathBuf,
+    /// Longest one node may take; a node still running then has failed.
+    pub(crate) node_timeout: Duration,
+    /// `SHOAL_LOG` filter of the shoal processes.
+    pub(crate) shoal_log: String,
 }
 
 impl Ctx<'_> {
@@ -122,7 +126,16 @@ where
         async move {
             tokio::time::sleep_until(t0 + offset).await;
             let start = Instant::now();
-            let result = fetch(index, host.clone(), fut_output).await;
+            let result =
+                tokio::time::timeout(ctx.node_timeout, fetch(index, host.clone(), fut_output))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(anyhow::anyhow!(
+                            "{} did not complete within {:?}",
+                            host.name,
+                            ctx.node_timeout
+                        ))
+                    });
             let completion = start.elapsed().as_secs_f64();
             (host, offset, completion, output, result)
         }

@@ -22,7 +22,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> anyhow::Result<Measured> {
     let scheduler_addr = format!("{}:{SCHEDULER_PORT}", hub.ip);
     procs.push(
         hub.command(&bin)
-            .env("SHOAL_LOG", "warn")
+            .env("SHOAL_LOG", &ctx.shoal_log)
             .args(["scheduler", "--listen", &scheduler_addr])
             .stdout(ctx.log("scheduler-out")?)
             .stderr(ctx.log("scheduler")?)
@@ -48,13 +48,15 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> anyhow::Result<Measured> {
         async move {
             let mut command = host.command(&bin);
             command
-                .env("SHOAL_LOG", "warn")
+                .env("SHOAL_LOG", &ctx.shoal_log)
                 .args(["get", &ctx.origin.url, "-O"])
                 .arg(&output)
                 .arg("--socket")
                 .arg(socket(ctx, &host))
                 .arg("--no-progress");
             let summary = run_capture(command, &format!("shoal get on {}", host.name)).await?;
+            let log = ctx.logs.join(format!("{}-get.log", host.name));
+            std::fs::write(log, &summary).context("write shoal get summary")?;
             Ok(parse_sources(&summary))
         }
     })
@@ -85,7 +87,7 @@ fn start_daemon(
     std::fs::create_dir_all(&data_dir).context("create daemon data dir")?;
     let mut command = host.command(bin);
     command
-        .env("SHOAL_LOG", "warn")
+        .env("SHOAL_LOG", &ctx.shoal_log)
         .arg("daemon")
         .arg("--data-dir")
         .arg(&data_dir)
