@@ -13,6 +13,8 @@ command -v curl >/dev/null 2>&1 || packages+=(curl)
 [ -x /usr/bin/docker-registry ] || packages+=(docker-registry)
 command -v containerd >/dev/null 2>&1 || packages+=(containerd)
 command -v skopeo >/dev/null 2>&1 || packages+=(skopeo)
+# The demo's real image: Debian's static busybox.
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || packages+=(busybox-static)
 # The manager's PostgreSQL storage suite (scripts/postgres.sh starts the server).
 command -v pg_lsclusters >/dev/null 2>&1 || packages+=(postgresql)
 # The benchmark lab: network namespaces and tc, and the BitTorrent baseline.

@@ -162,6 +162,21 @@ fn target_url(config: &ProxyConfig, request: &Request<Incoming>) -> Result<Targe
         return Ok(Target { url, mirror: false });
     }
     let path_and_query = uri.path_and_query().map_or("/", |value| value.as_str());
+    let registry_header = request
+        .headers()
+        .get(headers::REGISTRY)
+        .and_then(|value| value.to_str().ok());
+    mirror_target(config, path_and_query, registry_header)
+}
+
+/// The upstream URL of an origin-form (registry mirror) request: the registry comes from the
+/// `X-Dragonfly-Registry` header, else containerd's `ns=` parameter (percent-decoded; it is
+/// dropped from the upstream query), else the configured default registry.
+fn mirror_target(
+    config: &ProxyConfig,
+    path_and_query: &str,
+    registry_header: Option<&str>,
+) -> Result<Target, String> {
     let (path, query) = path_and_query
         .split_once('?')
         .unwrap_or((path_and_query, ""));
@@ -171,20 +186,20 @@ fn target_url(config: &ProxyConfig, request: &Request<Incoming>) -> Result<Targe
         .filter(|pair| !pair.is_empty())
         .filter(|pair| match pair.strip_prefix("ns=") {
             Some(value) => {
-                namespace = Some(value.to_string());
+                namespace = Some(
+                    percent_encoding::percent_decode_str(value)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                );
                 false
             }
             None => true,
         })
         .collect();
-    let base = if let Some(registry) = request
-        .headers()
-        .get(headers::REGISTRY)
-        .and_then(|value| value.to_str().ok())
-    {
+    let base = if let Some(registry) = registry_header {
         parse_registry(registry)?
     } else if let Some(namespace) = namespace {
-        parse_registry(&namespace)?
+        namespace_registry(config, &namespace)?
     } else if let Some(default) = &config.default_registry {
         default.clone()
     } else {
@@ -199,6 +214,22 @@ fn target_url(config: &ProxyConfig, request: &Request<Incoming>) -> Result<Targe
     let query = kept.join("&");
     url.set_query(if query.is_empty() { None } else { Some(&query) });
     Ok(Target { url, mirror: true })
+}
+
+/// The registry named by containerd's `ns=` (a bare `host[:port]`): the default registry when it
+/// is that host, so a plain-HTTP default keeps its scheme; otherwise HTTPS.
+fn namespace_registry(config: &ProxyConfig, namespace: &str) -> Result<url::Url, String> {
+    if let Some(default) = &config.default_registry {
+        let authority = match (default.host_str(), default.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => String::new(),
+        };
+        if authority.eq_ignore_ascii_case(namespace.trim()) {
+            return Ok(default.clone());
+        }
+    }
+    parse_registry(namespace)
 }
 
 /// `https://host[:port]` from a registry header or `ns=` value (`docker.io` maps to its API host).
@@ -262,6 +293,63 @@ mod tests {
         assert!(allowed(&config, "::1".parse().unwrap()));
         assert!(allowed(&config, "10.1.2.3".parse().unwrap()));
         assert!(!allowed(&config, "192.168.1.1".parse().unwrap()));
+    }
+
+    fn config_with_default(default_registry: Option<&str>) -> ProxyConfig {
+        ProxyConfig {
+            listen: None,
+            allow_cidrs: Vec::new(),
+            rules: Vec::new(),
+            default_registry: default_registry.map(|url| parse_registry(url).unwrap()),
+            mitm: None,
+        }
+    }
+
+    fn mirror_url(config: &ProxyConfig, path: &str, header: Option<&str>) -> String {
+        mirror_target(config, path, header).unwrap().url.to_string()
+    }
+
+    #[test]
+    fn containerd_namespace_is_decoded_and_dropped() {
+        let config = config_with_default(None);
+        assert_eq!(
+            mirror_url(
+                &config,
+                "/v2/app/blobs/sha256:ab?ns=registry.example%3A5000&x=1",
+                None
+            ),
+            "https://registry.example:5000/v2/app/blobs/sha256:ab?x=1"
+        );
+        assert_eq!(
+            mirror_url(&config, "/v2/library/alpine/manifests/3?ns=docker.io", None),
+            "https://registry-1.docker.io/v2/library/alpine/manifests/3"
+        );
+    }
+
+    #[test]
+    fn namespace_of_the_default_registry_keeps_its_scheme() {
+        let config = config_with_default(Some("http://127.0.0.1:5000"));
+        assert_eq!(
+            mirror_url(&config, "/v2/a/manifests/1?ns=127.0.0.1%3A5000", None),
+            "http://127.0.0.1:5000/v2/a/manifests/1"
+        );
+        // Another registry is reached over HTTPS; the header wins over `ns=`.
+        assert_eq!(
+            mirror_url(&config, "/v2/a/manifests/1?ns=127.0.0.1%3A6000", None),
+            "https://127.0.0.1:6000/v2/a/manifests/1"
+        );
+        assert_eq!(
+            mirror_url(
+                &config,
+                "/v2/a/manifests/1?ns=ghcr.io",
+                Some("http://10.0.0.5:5000")
+            ),
+            "http://10.0.0.5:5000/v2/a/manifests/1"
+        );
+        assert_eq!(
+            mirror_url(&config, "/v2/a/manifests/1", None),
+            "http://127.0.0.1:5000/v2/a/manifests/1"
+        );
     }
 
     #[test]

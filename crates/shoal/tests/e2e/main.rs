@@ -56,6 +56,37 @@ fn demo_distributes_a_real_file_through_two_daemons() {
         size as f64 <= delivered as f64 * 1.05,
         "nginx sent {size} bytes for a {delivered} byte file"
     );
+    // The image part needs root (containerd); CI runs as root.
+    if running_as_root() {
+        let pulls = stdout
+            .lines()
+            .filter(|line| line.contains("unpacked /bin/busybox matches"))
+            .count();
+        assert_eq!(pulls, 2, "{stdout}");
+        let registry = stdout
+            .lines()
+            .find(|line| line.starts_with("registry:  served the layer blob"))
+            .expect("registry line");
+        let numbers: Vec<u64> = registry
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        // "... in R request(s), B bytes, for 2 pulls of a L-byte layer"
+        let [_, served, _, layer] = numbers[..] else {
+            panic!("unexpected registry line: {registry}");
+        };
+        assert!(served <= layer, "{registry}");
+    }
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let uids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+            uids.split_whitespace().nth(1).map(|uid| uid == "0")
+        })
+        .unwrap_or(false)
 }
 
 #[test]
