@@ -78,12 +78,18 @@ fn check_entry(system: &str, entry: &Value) {
     }
     assert_eq!(entry["nodes"].as_u64(), Some(SMOKE_NODES), "{entry:#}");
     assert_eq!(entry["size_bytes"].as_u64(), Some(SMOKE_SIZE), "{entry:#}");
-    assert!(entry["t_min_s"].as_f64().is_some_and(|t| t > 0.0), "{entry:#}");
+    assert!(
+        entry["t_min_s"].as_f64().is_some_and(|t| t > 0.0),
+        "{entry:#}"
+    );
     let status = entry["status"].as_str().unwrap_or_default();
     match (system, status) {
         // Systems that need programs from outside the workspace may be skipped, with a reason.
         ("bittorrent" | "dragonfly", "skipped") => {
-            assert!(entry["reason"].as_str().is_some_and(|r| !r.is_empty()), "{entry:#}");
+            assert!(
+                entry["reason"].as_str().is_some_and(|r| !r.is_empty()),
+                "{entry:#}"
+            );
             return;
         }
         (_, "ok") => {}
