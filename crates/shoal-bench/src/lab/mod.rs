@@ -35,8 +35,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use bytesize::ByteSize;
 
-pub use scenario::{Arrival, Bandwidth};
 pub(crate) use scenario::Scenario;
+pub use scenario::{Arrival, Bandwidth};
 
 /// Flags of the lab scenario.
 #[derive(Debug, clap::Args)]
@@ -304,4 +304,3 @@ fn write_outputs(
     }
     charts.map(drop)
 }
-

@@ -137,11 +137,7 @@ impl Scenario {
         };
         format!(
             "{} nodes + {} seed(s), {content}, origin {}, nodes {}, arrival {}",
-            self.nodes,
-            self.seeds,
-            self.origin_bw,
-            self.node_bw,
-            self.arrival
+            self.nodes, self.seeds, self.origin_bw, self.node_bw, self.arrival
         )
     }
 
@@ -225,15 +221,30 @@ mod tests {
     #[test]
     fn image_flags_pick_image_defaults() {
         let file = scenario(&[]);
-        assert_eq!((file.kind(), file.size, file.layers), ("file", 32 << 20, None));
+        assert_eq!(
+            (file.kind(), file.size, file.layers),
+            ("file", 32 << 20, None)
+        );
         let image = scenario(&["--image"]);
         assert_eq!(image.kind(), "image");
         assert_eq!((image.size, image.layers), (512 << 20, Some(8)));
         let smoke = scenario(&["--image", "--smoke"]);
-        assert_eq!((smoke.size, smoke.layers, smoke.nodes), (8 << 20, Some(4), 3));
-        let custom = scenario(&["--image", "--size", "256MiB", "--layers", "5", "--nodes", "6"]);
-        assert_eq!((custom.size, custom.layers, custom.nodes), (256 << 20, Some(5), 6));
-        assert!(custom.label().contains("image of 5 layers, 256.0 MiB"), "{}", custom.label());
+        assert_eq!(
+            (smoke.size, smoke.layers, smoke.nodes),
+            (8 << 20, Some(4), 3)
+        );
+        let custom = scenario(&[
+            "--image", "--size", "256MiB", "--layers", "5", "--nodes", "6",
+        ]);
+        assert_eq!(
+            (custom.size, custom.layers, custom.nodes),
+            (256 << 20, Some(5), 6)
+        );
+        assert!(
+            custom.label().contains("image of 5 layers, 256.0 MiB"),
+            "{}",
+            custom.label()
+        );
     }
 
     #[test]

@@ -61,24 +61,28 @@ pub(crate) async fn run(run: &PullRun<'_>) -> anyhow::Result<Measured> {
     let wire_before = run.origin.wire_bytes();
     let t0 = Instant::now();
     let sampler = Sampler::start_with(run.origin.counter(), t0);
-    let pulls = nodes.iter().zip(&containerds).enumerate().map(|(index, (host, containerd))| {
-        let offset = run.arrival.offset(index);
-        let options = &options;
-        async move {
-            tokio::time::sleep_until(t0 + offset).await;
-            let start = Instant::now();
-            let pull = containerd.pull_with(&run.origin.reference, options);
-            let result = match tokio::time::timeout(run.node_timeout, pull).await {
-                Ok(result) => result,
-                Err(_) => Err(anyhow::anyhow!(
-                    "{} did not complete within {:?}",
-                    host.name,
-                    run.node_timeout
-                )),
-            };
-            (offset, start.elapsed().as_secs_f64(), result)
-        }
-    });
+    let pulls = nodes
+        .iter()
+        .zip(&containerds)
+        .enumerate()
+        .map(|(index, (host, containerd))| {
+            let offset = run.arrival.offset(index);
+            let options = &options;
+            async move {
+                tokio::time::sleep_until(t0 + offset).await;
+                let start = Instant::now();
+                let pull = containerd.pull_with(&run.origin.reference, options);
+                let result = match tokio::time::timeout(run.node_timeout, pull).await {
+                    Ok(result) => result,
+                    Err(_) => Err(anyhow::anyhow!(
+                        "{} did not complete within {:?}",
+                        host.name,
+                        run.node_timeout
+                    )),
+                };
+                (offset, start.elapsed().as_secs_f64(), result)
+            }
+        });
     let finished = futures::future::join_all(pulls).await;
     // Let trailing transfers (a seed finishing its copy) and log lines reach the counters.
     tokio::time::sleep(Duration::from_millis(500)).await;

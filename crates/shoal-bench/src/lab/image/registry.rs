@@ -60,10 +60,7 @@ impl ImageOrigin {
         };
         let started = Instant::now();
         let image = spec.build_async(work.join("image")).await?;
-        eprintln!(
-            "built the image in {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
+        eprintln!("built the image in {:.1}s", started.elapsed().as_secs_f64());
         let ip: IpAddr = host.ip.parse().context("parse the origin's address")?;
         let registry = Registry::start(RegistryOptions {
             netns: host.ns.clone(),
@@ -102,7 +99,9 @@ impl ImageOrigin {
 
     /// Access log lines so far (a mark for [`ImageOrigin::served_since`]).
     pub(crate) fn log_len(&self) -> usize {
-        self.registry.access_log().map_or(0, |entries| entries.len())
+        self.registry
+            .access_log()
+            .map_or(0, |entries| entries.len())
     }
 
     /// GETs answered since the mark `from`.
