@@ -107,6 +107,7 @@ async fn token_auth_registry_challenges_and_serves_users() {
     let options = RegistryOptions {
         token_auth: true,
         anonymous_pull: true,
+        ..RegistryOptions::default()
     };
     let registry = Registry::start(options).await.unwrap();
     let (user, password) = registry.credentials().unwrap();

@@ -129,6 +129,7 @@ async fn containerd_pulls_from_a_token_auth_registry_through_the_mirror() {
     let registry = Registry::start(RegistryOptions {
         token_auth: true,
         anonymous_pull: false,
+        ..RegistryOptions::default()
     })
     .await
     .unwrap();

@@ -1,8 +1,10 @@
 //! Enforces the dependency layers of STYLE.md §2 on the real workspace.
 //!
-//! A crate may depend only on crates in lower layers. Two exceptions: crates in layer 4 may
-//! dev-depend on `shoal-testkit`, and the binary `shoal` depends on `shoal-bench` to serve
-//! `shoal bench`. Only `shoal-protocol` may name the wire crates
+//! A crate may depend only on crates in lower layers. Three exceptions: crates in layer 4 may
+//! dev-depend on `shoal-testkit`; the binary `shoal` depends on `shoal-bench` to serve
+//! `shoal bench`; and `shoal-bench` depends (normally) on `shoal-testkit` for the real-part
+//! harness (registry, containerd, skopeo, image builder) of `shoal bench --image`, so those
+//! drivers exist once. `shoal-testkit` must never depend on `shoal-bench` or `shoal`. Only `shoal-protocol` may name the wire crates
 //! (`dragonfly-api`, `vortex-protocol`). Every workspace crate must appear in the table, so a new
 //! crate forces a decision about its layer.
 //!
@@ -85,7 +87,8 @@ fn violations(metadata: &Value) -> Vec<String> {
             };
             let testkit_exception = kind == "dev" && dep == TESTKIT && layer == TOP_LAYER;
             let bench_exception = name == "shoal" && dep == BENCH;
-            if dep_layer >= layer && !testkit_exception && !bench_exception {
+            let harness_exception = name == BENCH && dep == TESTKIT;
+            if dep_layer >= layer && !testkit_exception && !bench_exception && !harness_exception {
                 found.push(format!(
                     "{name} (layer {layer}) depends ({kind}) on {dep} (layer {dep_layer}); \
                      dependencies must point to lower layers"
@@ -136,7 +139,7 @@ fn package(name: &str, dependencies: Vec<Value>) -> Value {
 }
 
 #[test]
-fn checker_accepts_downward_edges_and_the_testkit_exception() {
+fn checker_accepts_downward_edges_and_the_documented_exceptions() {
     let metadata = json!({ "packages": [
         package("shoal-types", vec![dependency("sha2", None)]),
         package("shoal-protocol", vec![
@@ -145,8 +148,10 @@ fn checker_accepts_downward_edges_and_the_testkit_exception() {
             dependency("vortex-protocol", None),
         ]),
         package("shoal-testkit", vec![dependency("shoal-protocol", None)]),
+        package("shoal-bench", vec![dependency("shoal-testkit", None)]),
         package("shoal", vec![
             dependency("shoal-protocol", None),
+            dependency("shoal-bench", None),
             dependency("shoal-testkit", Some("dev")),
         ]),
     ]});
@@ -165,8 +170,12 @@ fn checker_rejects_upward_sideways_and_wire_edges() {
             dependency("dragonfly-api", Some("dev")),
         ]),
         package("shoal-scheduler", vec![]),
-        package("shoal-testkit", vec![dependency("shoal", None)]),
+        package("shoal-testkit", vec![
+            dependency("shoal", None),
+            dependency("shoal-bench", None),
+        ]),
         package("shoal", vec![dependency("shoal-testkit", None)]),
+        package("shoal-bench", vec![]),
         package("shoal-extra", vec![]),
     ]});
     let found = violations(&metadata);
@@ -178,6 +187,7 @@ fn checker_rejects_upward_sideways_and_wire_edges() {
         "shoal-daemon (layer 3) depends (dev) on shoal-testkit",
         "shoal-daemon depends (dev) on dragonfly-api",
         "shoal-testkit (layer 4) depends (normal) on shoal ",
+        "shoal-testkit (layer 4) depends (normal) on shoal-bench",
         "shoal (layer 4) depends (normal) on shoal-testkit",
         "shoal-extra is not in the layer table",
     ];

@@ -7,21 +7,36 @@
 //! does not match the origin's sha256. Ctrl-C, SIGTERM, errors and success all remove the
 //! namespaces and stop every process the run started; `--cleanup` removes leftovers of earlier
 //! runs that were killed.
+//!
+//! `shoal bench --image [--nodes N] [--size SIZE] [--layers L]` runs the container-pull
+//! scenario ([`image`]) instead, in the same lab: the origin host runs Debian's
+//! `docker-registry`, the bench builds a random image of `L` layers (default 8) adding up to
+//! `SIZE` (default 512MiB; `--smoke --image`: 8MiB in 4 layers) and pushes it there with
+//! `skopeo`, and every node runs its own `containerd` inside its namespace. Two systems run side
+//! by side: `direct` (each containerd pulls from the registry) and `shoal` (each pulls through
+//! its node daemon's registry mirror on `http://<node ip>:4001`, set up with `shoal init
+//! containerd`). Per node the time of `ctr images pull` (fetch and unpack) is measured and the
+//! unpacked root filesystem is checked against the built image; the registry's bytes (its
+//! access log, and its namespace's `eth0`) count as origin bytes, and `F` in `T_min` is the
+//! image's blob total. It needs root and the Debian packages containerd, docker-registry and
+//! skopeo; without namespaces it runs on loopback, unshaped except for shoal's upload limit.
 
 mod bound;
 mod charts;
+mod image;
 mod netns;
 mod origin;
 mod report;
+mod scenario;
 mod systems;
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use anyhow::Context as _;
 use bytesize::ByteSize;
-use tokio::time::Duration;
+
+pub(crate) use scenario::Scenario;
+pub use scenario::{Arrival, Bandwidth};
 
 /// Flags of the lab scenario.
 #[derive(Debug, clap::Args)]
@@ -29,7 +44,8 @@ pub struct LabArgs {
     /// Downloading nodes (default 4; 3 with --smoke).
     #[arg(long)]
     nodes: Option<usize>,
-    /// File size, e.g. 32MiB (default; 2MiB with --smoke).
+    /// File size, e.g. 32MiB (default; 2MiB with --smoke); with --image the image's total
+    /// (default 512MiB; 8MiB with --smoke).
     #[arg(long)]
     size: Option<ByteSize>,
     /// When nodes start: `all` at once, or `staggered[:DELAY]` (DELAY between nodes, 1s).
@@ -62,107 +78,18 @@ pub struct LabArgs {
     /// The tiniest scenario, for CI.
     #[arg(long)]
     smoke: bool,
+    /// Container-pull scenario: containerd on every node pulls an image, direct vs shoal.
+    #[arg(long)]
+    image: bool,
+    /// Layers of the --image image (default 8; 4 with --smoke).
+    #[arg(long, requires = "image")]
+    layers: Option<usize>,
     /// Use loopback addresses and the tools' own rate limits even where namespaces work.
     #[arg(long)]
     loopback: bool,
     /// Remove namespaces and processes left by earlier runs, then exit.
     #[arg(long)]
     cleanup: bool,
-}
-
-/// A link rate, parsed from `100mbit`, `1gbit`, `500kbit` or bits per second.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bandwidth(u64);
-
-impl Bandwidth {
-    pub(crate) fn bits_per_second(self) -> u64 {
-        self.0
-    }
-
-    pub(crate) fn bytes_per_second(self) -> u64 {
-        self.0 / 8
-    }
-}
-
-impl FromStr for Bandwidth {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s.trim().to_ascii_lowercase();
-        let split = lower
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(lower.len());
-        let (number, unit) = lower.split_at(split);
-        let number: f64 = number
-            .parse()
-            .map_err(|_| format!("bandwidth `{s}` does not start with a number"))?;
-        let scale = match unit {
-            "" | "bit" => 1.0,
-            "kbit" => 1e3,
-            "mbit" => 1e6,
-            "gbit" => 1e9,
-            _ => return Err(format!("bandwidth `{s}`: use bit, kbit, mbit or gbit")),
-        };
-        let bits = (number * scale) as u64;
-        if bits < 8_000 {
-            return Err(format!("bandwidth `{s}` is below 8kbit"));
-        }
-        Ok(Self(bits))
-    }
-}
-
-impl fmt::Display for Bandwidth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_multiple_of(1_000_000_000) {
-            write!(f, "{}gbit", self.0 / 1_000_000_000)
-        } else if self.0.is_multiple_of(1_000_000) {
-            write!(f, "{}mbit", self.0 / 1_000_000)
-        } else if self.0.is_multiple_of(1_000) {
-            write!(f, "{}kbit", self.0 / 1_000)
-        } else {
-            write!(f, "{}bit", self.0)
-        }
-    }
-}
-
-/// When nodes start their download.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Arrival {
-    All,
-    Staggered(Duration),
-}
-
-impl Arrival {
-    pub(crate) fn offset(self, index: usize) -> Duration {
-        match self {
-            Self::All => Duration::ZERO,
-            Self::Staggered(delay) => delay * index as u32,
-        }
-    }
-}
-
-impl FromStr for Arrival {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.split_once(':') {
-            None if s == "all" => Ok(Self::All),
-            None if s == "staggered" => Ok(Self::Staggered(Duration::from_secs(1))),
-            Some(("staggered", delay)) => humantime::parse_duration(delay)
-                .map(Self::Staggered)
-                .map_err(|err| format!("arrival delay `{delay}`: {err}")),
-            _ => Err(format!("arrival `{s}`: use all or staggered[:DELAY]")),
-        }
-    }
-}
-
-impl fmt::Display for Arrival {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::All => f.write_str("all"),
-            Self::Staggered(d) => write!(f, "staggered:{}", humantime::format_duration(*d)),
-        }
-    }
 }
 
 /// A system the lab compares.
@@ -181,57 +108,6 @@ impl System {
             Self::Bittorrent => "bittorrent",
             Self::Dragonfly => "dragonfly",
             Self::Shoal => "shoal",
-        }
-    }
-}
-
-/// The scenario after defaults.
-#[derive(Debug, Clone)]
-pub(crate) struct Scenario {
-    pub(crate) nodes: usize,
-    pub(crate) seeds: usize,
-    pub(crate) size: u64,
-    pub(crate) arrival: Arrival,
-    pub(crate) origin_bw: Bandwidth,
-    pub(crate) node_bw: Bandwidth,
-}
-
-impl Scenario {
-    pub(crate) fn label(&self) -> String {
-        format!(
-            "{} nodes + {} seed(s), {}, origin {}, nodes {}, arrival {}",
-            self.nodes,
-            self.seeds,
-            ByteSize(self.size).display().iec(),
-            self.origin_bw,
-            self.node_bw,
-            self.arrival
-        )
-    }
-
-    /// The bound: the N nodes receive; the N nodes and the K seeds upload.
-    pub(crate) fn t_min(&self) -> f64 {
-        self.model().t_min()
-    }
-
-    /// The bound's terms: `F/u_s`, `F/d_min`, `N·F/(u_s + Σu_i)`.
-    pub(crate) fn t_min_terms(&self) -> [f64; 3] {
-        self.model().terms()
-    }
-
-    /// How long one node may take before it counts as failed: generous, so only a hang trips
-    /// it (30 × `T_min`, at least a minute).
-    pub(crate) fn node_timeout(&self) -> Duration {
-        Duration::from_secs_f64((30.0 * self.t_min()).max(60.0))
-    }
-
-    fn model(&self) -> bound::FluidModel {
-        let node = self.node_bw.bytes_per_second() as f64;
-        bound::FluidModel {
-            file_bytes: self.size as f64,
-            origin_up: self.origin_bw.bytes_per_second() as f64,
-            receiver_down: vec![node; self.nodes],
-            peer_up: vec![node; self.nodes + self.seeds],
         }
     }
 }
@@ -258,8 +134,10 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
 async fn run_scenario(args: LabArgs) -> anyhow::Result<()> {
     let command: Vec<String> = std::env::args().collect();
     eprintln!("$ {}", command.join(" "));
-    let scenario = Scenario::from_args(&args);
-    let systems = if args.systems.is_empty() {
+    let mut scenario = Scenario::from_args(&args);
+    let systems = if args.image {
+        image::systems(&args.systems)?
+    } else if args.systems.is_empty() {
         vec![
             System::Direct,
             System::Bittorrent,
@@ -269,6 +147,9 @@ async fn run_scenario(args: LabArgs) -> anyhow::Result<()> {
     } else {
         args.systems.clone()
     };
+    if args.image {
+        image::preflight()?;
+    }
     let shoal_bin = match &args.shoal_bin {
         Some(path) => path.clone(),
         None => std::env::current_exe().context("find this executable")?,
@@ -293,6 +174,19 @@ async fn run_scenario(args: LabArgs) -> anyhow::Result<()> {
     }
     eprintln!("lab: {} ({})", scenario.label(), lab.mode.label());
     let logs = out.join("logs");
+    if args.image {
+        let setup = image::Setup {
+            lab: &lab,
+            work: work.path(),
+            logs: &logs,
+            shoal_bin,
+            shoal_log: &args.shoal_log,
+        };
+        let results = image::run(&setup, &mut scenario, &systems).await?;
+        let mode = lab.mode.clone();
+        drop(lab);
+        return write_outputs(&out, &command, &scenario, &mode, &results);
+    }
     let origin = origin::Origin::start(&lab.origin, work.path(), scenario.size, &logs).await?;
     let setup = Setup {
         lab: &lab,
@@ -325,29 +219,6 @@ struct Setup<'a> {
     shoal_bin: PathBuf,
     shoal_log: &'a str,
     dragonfly_bin_dir: Option<&'a std::path::Path>,
-}
-
-impl Scenario {
-    fn from_args(args: &LabArgs) -> Self {
-        let smoke = args.smoke;
-        let default_size = ByteSize::mib(if smoke { 2 } else { 32 });
-        Self {
-            nodes: args.nodes.unwrap_or(if smoke { 3 } else { 4 }).max(1),
-            seeds: args.seeds,
-            size: args.size.unwrap_or(default_size).as_u64().max(1),
-            arrival: args.arrival,
-            origin_bw: args.origin_bw.unwrap_or(Bandwidth(if smoke {
-                1_000_000_000
-            } else {
-                100_000_000
-            })),
-            node_bw: args.node_bw.unwrap_or(Bandwidth(if smoke {
-                500_000_000
-            } else {
-                50_000_000
-            })),
-        }
-    }
 }
 
 /// Creates `out` with an empty `logs/` and returns its absolute path.
@@ -432,38 +303,4 @@ fn write_outputs(
         anyhow::bail!("{}", broken.join("; "));
     }
     charts.map(drop)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_bandwidths() {
-        assert_eq!("100mbit".parse::<Bandwidth>(), Ok(Bandwidth(100_000_000)));
-        assert_eq!("1gbit".parse::<Bandwidth>(), Ok(Bandwidth(1_000_000_000)));
-        assert_eq!("2.5Mbit".parse::<Bandwidth>(), Ok(Bandwidth(2_500_000)));
-        assert!("fast".parse::<Bandwidth>().is_err());
-        assert!("10mbps".parse::<Bandwidth>().is_err());
-        assert_eq!(Bandwidth(50_000_000).to_string(), "50mbit");
-        assert_eq!(Bandwidth(50_000_000).bytes_per_second(), 6_250_000);
-    }
-
-    #[test]
-    fn parses_arrivals() {
-        assert_eq!("all".parse::<Arrival>(), Ok(Arrival::All));
-        assert_eq!(
-            "staggered:500ms".parse::<Arrival>(),
-            Ok(Arrival::Staggered(Duration::from_millis(500)))
-        );
-        assert_eq!(
-            "staggered".parse::<Arrival>(),
-            Ok(Arrival::Staggered(Duration::from_secs(1)))
-        );
-        assert!("later".parse::<Arrival>().is_err());
-        assert_eq!(
-            Arrival::Staggered(Duration::from_secs(2)).offset(3),
-            Duration::from_secs(6)
-        );
-    }
 }

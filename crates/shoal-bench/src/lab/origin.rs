@@ -2,9 +2,10 @@
 //!
 //! Payload bytes served are summed from nginx's access log (`$body_bytes_sent`). In netns
 //! mode the origin's wire bytes are the transmit counter of its `eth0`, read from
-//! `/proc/<nginx pid>/net/dev` (which shows the namespace of that process), so BitTorrent's
-//! seeder, which runs in the same namespace, is counted too. [`Sampler`] reads the counter every
-//! 100 ms for the bandwidth-over-time chart.
+//! `/proc/<nginx pid>/net/dev` ([`eth0_tx_bytes`], which shows the namespace of that process),
+//! so BitTorrent's seeder, which runs in the same namespace, is counted too. [`Sampler`] reads a
+//! counter every 100 ms for the bandwidth-over-time chart (the image scenario's registry uses it
+//! too).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -129,15 +130,24 @@ http {{
         if !self.netns {
             return None;
         }
-        let pid = self.nginx.id()?;
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
-        tx_bytes(&text, "eth0")
+        eth0_tx_bytes(self.nginx.id()?)
     }
 
     /// The best counter for the chart: wire bytes in netns mode, else logged bytes.
-    fn counter(&self) -> u64 {
-        self.wire_bytes().unwrap_or_else(|| self.served_bytes())
+    fn counter(&self) -> impl Fn() -> u64 + Send + 'static {
+        let access_log = self.access_log.clone();
+        let pid = self.nginx.id().filter(|_| self.netns);
+        move || {
+            pid.and_then(eth0_tx_bytes)
+                .unwrap_or_else(|| served_bytes(&access_log))
+        }
     }
+}
+
+/// The transmit counter of `eth0` in the network namespace of process `pid`.
+pub(crate) fn eth0_tx_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
+    tx_bytes(&text, "eth0")
 }
 
 /// Writes `size` random bytes to `path` and returns their sha256 in hex.
@@ -207,7 +217,7 @@ pub(crate) async fn wait_tcp(host: &Host, ip: &str, port: u16, what: &str) -> an
     }
 }
 
-/// Samples the origin's counter every 100 ms: (seconds since start, bytes since start).
+/// Samples an origin counter every 100 ms: (seconds since start, bytes since start).
 #[derive(Debug)]
 pub(crate) struct Sampler {
     samples: Arc<Mutex<Vec<(f64, u64)>>>,
@@ -216,23 +226,19 @@ pub(crate) struct Sampler {
 
 impl Sampler {
     pub(crate) fn start(origin: &Origin, start: Instant) -> Self {
+        Self::start_with(origin.counter(), start)
+    }
+
+    /// Samples `counter` (a cumulative byte count, cheap to read) from now on.
+    pub(crate) fn start_with(counter: impl Fn() -> u64 + Send + 'static, start: Instant) -> Self {
         let samples = Arc::new(Mutex::new(Vec::new()));
-        let base = origin.counter();
-        let access_log = origin.access_log.clone();
-        let pid = origin.nginx.id();
-        let netns = origin.netns;
+        let base = counter();
         let shared = samples.clone();
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_millis(100));
             loop {
                 ticker.tick().await;
-                let value = match (netns, pid) {
-                    (true, Some(pid)) => std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
-                        .ok()
-                        .and_then(|text| tx_bytes(&text, "eth0"))
-                        .unwrap_or(base),
-                    _ => served_bytes(&access_log),
-                };
+                let value = counter();
                 let t = start.elapsed().as_secs_f64();
                 shared
                     .lock()

@@ -72,6 +72,8 @@ impl Percentiles {
 /// One system's entry in the report.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct SystemReport {
+    /// `file` or `image` ([`Scenario::kind`]).
+    pub(crate) scenario: &'static str,
     pub(crate) system: &'static str,
     pub(crate) status: Status,
     /// Why the system was skipped or failed.
@@ -86,7 +88,8 @@ pub(crate) struct SystemReport {
     pub(crate) completion_s: Option<Percentiles>,
     /// `completion_s` divided by `t_min_s`.
     pub(crate) completion_ratio: Option<Percentiles>,
-    /// Payload bytes the origin sent (HTTP bodies; the BitTorrent seeder's upload).
+    /// Payload bytes the origin sent (HTTP bodies, the registry's included; the BitTorrent
+    /// seeder's upload).
     pub(crate) origin_bytes: Option<u64>,
     /// `origin_bytes / size_bytes`.
     pub(crate) origin_bytes_ratio: Option<f64>,
@@ -103,6 +106,7 @@ pub(crate) struct SystemReport {
 impl SystemReport {
     fn empty(system: System, scenario: &Scenario, mode: &Mode, status: Status) -> Self {
         Self {
+            scenario: scenario.kind(),
             system: system.name(),
             status,
             reason: None,
@@ -230,7 +234,11 @@ struct ReportJson<'a> {
 
 #[derive(Debug, Serialize)]
 struct ScenarioJson {
+    /// `file` or `image`.
+    kind: &'static str,
     label: String,
+    /// Layers of the image scenario's image.
+    layers: Option<usize>,
     nodes: usize,
     seeds: usize,
     size_bytes: u64,
@@ -254,7 +262,9 @@ pub(crate) fn write(
     let json = ReportJson {
         command: command.clone(),
         scenario: ScenarioJson {
+            kind: scenario.kind(),
             label: scenario.label(),
+            layers: scenario.layers,
             nodes: scenario.nodes,
             seeds: scenario.seeds,
             size_bytes: scenario.size,
@@ -327,11 +337,20 @@ fn markdown(command: &str, scenario: &Scenario, mode: &Mode, results: &[SystemRe
          N·F/(u_s + Σu_i) = {swarm_term:.2})",
         scenario.t_min()
     );
-    let _ = writeln!(
-        md,
-        "- completion is per node, from its own arrival to a complete file whose sha256 \
-         matches the origin's; origin bytes are payload bytes (HTTP bodies, the seeder's upload)\n"
-    );
+    let measured = match scenario.layers {
+        Some(_) => {
+            "- completion is per node, from its own arrival until `ctr images pull` returned \
+             (fetched and unpacked); the node's image digest and unpacked tree must match the \
+             built image; origin bytes are the registry's payload bytes (its access log), F is \
+             the image's blob total\n"
+        }
+        None => {
+            "- completion is per node, from its own arrival to a complete file whose sha256 \
+             matches the origin's; origin bytes are payload bytes (HTTP bodies, the seeder's \
+             upload)\n"
+        }
+    };
+    let _ = writeln!(md, "{measured}");
     let _ = writeln!(md, "## Results\n\n{}", results_table(results));
     md.push_str(&targets(results));
     let _ = writeln!(md, "## Per node\n\n{}", per_node_table(results));
@@ -457,6 +476,7 @@ mod tests {
             arrival: Arrival::All,
             origin_bw: "8kbit".parse::<Bandwidth>().unwrap(),
             node_bw: "8kbit".parse::<Bandwidth>().unwrap(),
+            layers: None,
         }
     }
 
@@ -509,6 +529,7 @@ mod tests {
         );
         let json = serde_json::to_value(&entry).unwrap();
         for key in [
+            "scenario",
             "system",
             "nodes",
             "size_bytes",

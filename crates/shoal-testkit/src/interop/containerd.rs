@@ -4,6 +4,11 @@
 //!
 //! Mirrors use containerd's hosts directory format (`certs.d/<host>/hosts.toml`), the same
 //! files the CRI plugin reads through `config_path`; `ctr` reads them through `--hosts-dir`.
+//!
+//! With [`ContainerdOptions::netns`], containerd and every `ctr images pull` (which fetches in
+//! the `ctr` process itself) run inside that network namespace. Other `ctr` calls only talk to
+//! the socket and run here: `ctr images mount` must mount in this process's mount namespace,
+//! which `ip netns exec` would replace with a private one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
@@ -37,18 +42,29 @@ pub struct PullOptions {
     pub all_platforms: bool,
     /// `--plain-http`: use HTTP for hosts without a `hosts.toml`.
     pub plain_http: bool,
+    /// How long the pull may take; default 300 s (stretched by [`crate::patience`]).
+    pub timeout: Option<Duration>,
 }
 
 impl Default for PullOptions {
-    /// No credentials, host platform, plain HTTP.
+    /// No credentials, host platform, plain HTTP, 300 s.
     fn default() -> Self {
         PullOptions {
             user: None,
             platform: None,
             all_platforms: false,
             plain_http: true,
+            timeout: None,
         }
     }
+}
+
+/// How containerd is started.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerdOptions {
+    /// Run containerd and its pulls inside this network namespace (`ip netns exec NS`), so
+    /// their traffic uses that namespace's links; default this process's namespace.
+    pub netns: Option<String>,
 }
 
 /// A running containerd; on drop, unmounts what [`Containerd::unpacked_digest`] mounted, kills
@@ -57,6 +73,7 @@ impl Default for PullOptions {
 pub struct Containerd {
     child: Child,
     ctr: PathBuf,
+    netns: Option<String>,
     socket: PathBuf,
     hosts_dir: PathBuf,
     /// Mount points still mounted (normally empty; filled if a digest run failed mid-way).
@@ -92,6 +109,11 @@ impl Containerd {
     /// Starts containerd with a generated config (version 2) and waits until `ctr version`
     /// reaches it.
     pub async fn start() -> anyhow::Result<Containerd> {
+        Self::start_with(ContainerdOptions::default()).await
+    }
+
+    /// [`Containerd::start`] with `options`.
+    pub async fn start_with(options: ContainerdOptions) -> anyhow::Result<Containerd> {
         let program = super::require_program("containerd", PACKAGE)?;
         let ctr = super::require_program("ctr", PACKAGE)?;
         super::require_root("running containerd")?;
@@ -107,11 +129,7 @@ impl Containerd {
             .with_context(|| format!("write {}", config_path.display()))?;
         let log = std::fs::File::create(dir.path().join("containerd.log"))
             .context("create containerd.log")?;
-        let mut command = std::process::Command::new(&program);
-        for name in super::PROXY_ENV {
-            command.env_remove(name);
-        }
-        let child = command
+        let child = super::std_command_in(options.netns.as_deref(), &program)
             .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -122,6 +140,7 @@ impl Containerd {
         let containerd = Containerd {
             child,
             ctr,
+            netns: options.netns,
             socket,
             hosts_dir,
             mounts: Mutex::new(Vec::new()),
@@ -186,7 +205,13 @@ impl Containerd {
             args.push("--all-platforms".into());
         }
         args.push(reference.to_owned());
-        self.ctr(&args, PULL_TIMEOUT)
+        let mut command = super::command_in(self.netns.as_deref(), &self.ctr);
+        command
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", NAMESPACE])
+            .args(&args);
+        super::run(&mut command, options.timeout.unwrap_or(PULL_TIMEOUT))
             .await
             .with_context(|| format!("pull {reference} with containerd"))?;
         Ok(())

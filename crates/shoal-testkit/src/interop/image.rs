@@ -321,6 +321,26 @@ impl BuiltImage {
             .find(|platform| platform.architecture == architecture)
     }
 
+    /// Bytes a pull of one platform moves: its manifest, config and layer blobs (plus the
+    /// index of a multi-platform image). `None` if the platform was not built.
+    pub fn pull_bytes(&self, architecture: &str) -> Option<u64> {
+        let platform = self.platform(architecture)?;
+        let layout = |digest: &str| {
+            let path = self
+                .layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:"));
+            std::fs::metadata(path).map_or(0, |meta| meta.len())
+        };
+        let index = if self.digest == platform.manifest_digest {
+            0
+        } else {
+            layout(&self.digest)
+        };
+        let layers: u64 = platform.layers.iter().map(|layer| layer.size).sum();
+        Some(index + platform.manifest_size + layout(&platform.config_digest) + layers)
+    }
+
     /// Digests of every layer blob of every platform.
     pub fn layer_digests(&self) -> Vec<String> {
         let layers = self.platforms.iter().flat_map(|platform| &platform.layers);
@@ -340,12 +360,21 @@ impl BuiltImage {
         host: &str,
         credentials: Option<(&str, &str)>,
     ) -> anyhow::Result<String> {
+        let options = CopyOptions {
+            dest_credentials: credentials.map(|(user, password)| (user.into(), password.into())),
+            ..CopyOptions::default()
+        };
+        self.push_with(host, options).await
+    }
+
+    /// [`BuiltImage::push_to`] with further `skopeo copy` options, e.g. a network namespace to
+    /// push from; every platform is pushed with its digests preserved whatever `options` say.
+    pub async fn push_with(&self, host: &str, options: CopyOptions) -> anyhow::Result<String> {
         let reference = self.reference(host);
         let source = format!("oci:{}:{}", self.layout.display(), self.tag);
         let options = CopyOptions {
-            dest_credentials: credentials.map(|(user, password)| (user.into(), password.into())),
             all_platforms: true,
-            ..CopyOptions::default()
+            ..options
         };
         Skopeo::new()?
             .copy(&source, &format!("docker://{reference}"), &options)
@@ -480,6 +509,19 @@ mod tests {
         }
         let tree = FileTree::from_dir(&root).unwrap();
         assert_eq!(tree.digest(), image.platforms[0].tree_digest);
+    }
+
+    #[test]
+    fn pull_bytes_add_up_the_blobs_of_one_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = small(false).build(dir.path()).unwrap();
+        let blobs: u64 = std::fs::read_dir(dir.path().join("blobs/sha256"))
+            .unwrap()
+            .map(|entry| entry.unwrap().metadata().unwrap().len())
+            .sum();
+        assert_eq!(image.pull_bytes("amd64"), Some(blobs));
+        assert!(blobs > 2 * 10_000);
+        assert_eq!(image.pull_bytes("s390x"), None);
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //! killed when its handle is dropped (also when a test panics). A helper that needs a program
 //! checks for it first and fails with the Debian package to install; nothing passes silently.
 //!
+//! The benchmark lab (`shoal bench --image`) reuses these drivers inside network namespaces it
+//! created: the registry, containerd's pulls and skopeo's pushes then run under
+//! `ip netns exec NS` (see [`RegistryOptions::netns`](registry::RegistryOptions::netns),
+//! [`ContainerdOptions::netns`](containerd::ContainerdOptions::netns) and
+//! [`CopyOptions::netns`](skopeo::CopyOptions::netns)), and the registry listens on the
+//! namespace's address instead of loopback.
+//!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
 //! use shoal_testkit::interop::{containerd::Containerd, image::ImageSpec, registry::Registry};
@@ -83,13 +90,32 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// A command for `program` with proxy variables removed and `kill_on_drop` set, so a timed-out
 /// or abandoned run does not outlive the test.
 pub(crate) fn command(program: &Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(program);
-    for name in PROXY_ENV {
-        command.env_remove(name);
-    }
+    command_in(None, program)
+}
+
+/// [`command`] run inside the network namespace `netns` (`ip netns exec NS program`) when one
+/// is given. `ip netns exec` execs the program, so the child's pid is the program's own.
+pub(crate) fn command_in(netns: Option<&str>, program: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::from(std_command_in(netns, program));
     command
         .kill_on_drop(true)
         .stdin(std::process::Stdio::null());
+    command
+}
+
+/// The blocking counterpart of [`command_in`], without `kill_on_drop` (callers own the child).
+pub(crate) fn std_command_in(netns: Option<&str>, program: &Path) -> std::process::Command {
+    let mut command = match netns {
+        Some(netns) => {
+            let mut command = std::process::Command::new("ip");
+            command.args(["netns", "exec", netns]).arg(program);
+            command
+        }
+        None => std::process::Command::new(program),
+    };
+    for name in PROXY_ENV {
+        command.env_remove(name);
+    }
     command
 }
 
@@ -140,6 +166,14 @@ mod tests {
         assert!(err
             .to_string()
             .contains("apt-get install -y shoal-no-such-package"));
+    }
+
+    #[test]
+    fn netns_commands_go_through_ip_netns_exec() {
+        let command = std_command_in(Some("lab-ns"), Path::new("/usr/bin/ctr"));
+        assert_eq!(describe(&command), "ip netns exec lab-ns /usr/bin/ctr");
+        let command = std_command_in(None, Path::new("/usr/bin/ctr"));
+        assert_eq!(describe(&command), "/usr/bin/ctr");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Runs the CNCF distribution registry (Debian `docker-registry`, distribution 2.8) on
-//! loopback over plain HTTP, with filesystem storage in a temporary directory, and parses its
+//! loopback (or on a given address inside a network namespace) over plain HTTP, with filesystem storage in a temporary directory, and parses its
 //! access log to count what it served.
 //!
 //! The registry writes its access log to stdout in Apache combined format, which we capture
@@ -13,6 +13,7 @@
 //! the response has been sent, so a client may finish reading a body a moment before the
 //! line appears: poll with [`crate::wait_until`] when an exact count matters.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -34,14 +35,22 @@ pub struct RegistryOptions {
     pub token_auth: bool,
     /// With `token_auth`: whether anonymous clients may pull.
     pub anonymous_pull: bool,
+    /// Run inside this network namespace (`ip netns exec NS docker-registry ...`). Readiness is
+    /// then taken from the log line alone: this process may have no route into the namespace.
+    pub netns: Option<String>,
+    /// Listen here; default a free port on `127.0.0.1`.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for RegistryOptions {
-    /// No auth; with `token_auth` switched on, anonymous pulls are allowed.
+    /// No auth (with `token_auth` switched on, anonymous pulls are allowed), this network
+    /// namespace, a free loopback port.
     fn default() -> Self {
         RegistryOptions {
             token_auth: false,
             anonymous_pull: true,
+            netns: None,
+            listen: None,
         }
     }
 }
@@ -67,7 +76,8 @@ pub struct AccessLogEntry {
 #[derive(Debug)]
 pub struct Registry {
     child: Child,
-    port: u16,
+    addr: SocketAddr,
+    in_netns: bool,
     token_server: Option<TokenServer>,
     dir: tempfile::TempDir,
 }
@@ -80,7 +90,8 @@ impl Drop for Registry {
 }
 
 impl Registry {
-    /// Starts the registry on a free loopback port and waits until `/v2/` answers.
+    /// Starts the registry (on a free loopback port unless `options.listen` says otherwise) and
+    /// waits until `/v2/` answers, or in a namespace until it logs that it listens.
     pub async fn start(options: RegistryOptions) -> anyhow::Result<Registry> {
         let program = super::require_program("docker-registry", PACKAGE)?;
         let dir = tempfile::Builder::new()
@@ -100,13 +111,24 @@ impl Registry {
         };
 
         let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = super::free_port()?;
-            match spawn(&program, dir.path(), port, token_server.as_ref()).await {
+        // A fixed address is not retried: another port would not be the one asked for.
+        let attempts = if options.listen.is_some() {
+            1
+        } else {
+            PORT_ATTEMPTS
+        };
+        for _ in 0..attempts {
+            let addr = match options.listen {
+                Some(addr) => addr,
+                None => SocketAddr::from((Ipv4Addr::LOCALHOST, super::free_port()?)),
+            };
+            let netns = options.netns.as_deref();
+            match spawn(&program, dir.path(), addr, netns, token_server.as_ref()).await {
                 Ok(child) => {
                     let registry = Registry {
                         child,
-                        port,
+                        addr,
+                        in_netns: netns.is_some(),
                         token_server,
                         dir,
                     };
@@ -119,19 +141,25 @@ impl Registry {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no port attempt was made")))
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<ip>:<port>`, by default `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.host())
     }
 
-    /// `127.0.0.1:<port>`, the registry host in image references.
+    /// `<ip>:<port>`, the registry host in image references.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.addr.to_string()
     }
 
     /// The listening port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.addr.port()
+    }
+
+    /// The registry's process id (inside its namespace when it runs in one), e.g. to read the
+    /// namespace's interface counters from `/proc/<pid>/net/dev`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `(user, password)` allowed to push and pull, when token auth is on.
@@ -188,6 +216,10 @@ impl Registry {
     }
 
     async fn wait_ready(&self) -> anyhow::Result<()> {
+        if self.in_netns {
+            // `spawn` saw the listening line; the namespace may be unreachable from here.
+            return Ok(());
+        }
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(2))
@@ -216,21 +248,18 @@ impl Registry {
 async fn spawn(
     program: &Path,
     dir: &Path,
-    port: u16,
+    addr: SocketAddr,
+    netns: Option<&str>,
     token_server: Option<&TokenServer>,
 ) -> anyhow::Result<Child> {
     let config_path = dir.join("config.yml");
-    let config = config_yaml(dir, port, token_server)?;
+    let config = config_yaml(dir, addr, token_server)?;
     std::fs::write(&config_path, config)
         .with_context(|| format!("write {}", config_path.display()))?;
     let log_path = dir.join("registry.log");
     let stdout = std::fs::File::create(dir.join("access.log")).context("create access.log")?;
     let stderr = std::fs::File::create(&log_path).context("create registry.log")?;
-    let mut command = std::process::Command::new(program);
-    for name in super::PROXY_ENV {
-        command.env_remove(name);
-    }
-    let mut child = command
+    let mut child = super::std_command_in(netns, program)
         .arg("serve")
         .arg(&config_path)
         .stdin(Stdio::null())
@@ -250,7 +279,7 @@ async fn spawn(
     .await;
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     if let Some(status) = exited {
-        anyhow::bail!("docker-registry exited with {status} on port {port}; its log:\n{log}");
+        anyhow::bail!("docker-registry exited with {status} on {addr}; its log:\n{log}");
     }
     if let Err(err) = listening {
         let _ = child.kill();
@@ -262,7 +291,7 @@ async fn spawn(
 
 fn config_yaml(
     dir: &Path,
-    port: u16,
+    addr: SocketAddr,
     token_server: Option<&TokenServer>,
 ) -> anyhow::Result<String> {
     // JSON strings are valid YAML scalars, and quote any path safely.
@@ -274,7 +303,7 @@ fn config_yaml(
          log:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\n\
          storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
          \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
-         http:\n  addr: 127.0.0.1:{port}\n  secret: shoal-testkit-secret\n\
+         http:\n  addr: {addr}\n  secret: shoal-testkit-secret\n\
          health:\n  storagedriver:\n    enabled: false\n",
         storage = quote(storage),
     );
@@ -337,6 +366,14 @@ mod tests {
         assert_eq!(entry.status, 206);
         assert_eq!(entry.bytes, 1024);
         assert_eq!(entry.user_agent, "containerd/1.6.20~ds1");
+    }
+
+    #[test]
+    fn config_listens_on_the_given_address() {
+        let addr: SocketAddr = "10.213.0.2:5000".parse().unwrap();
+        let yaml = config_yaml(Path::new("/tmp/r"), addr, None).unwrap();
+        assert!(yaml.contains("  addr: 10.213.0.2:5000\n"), "{yaml}");
+        assert!(yaml.contains("rootdirectory: \"/tmp/r/storage\""), "{yaml}");
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct CopyOptions {
     pub all_platforms: bool,
     /// `--registries-conf FILE`; without it an empty file, so the host's config is ignored.
     pub registries_conf: Option<PathBuf>,
+    /// Run inside this network namespace (`ip netns exec NS skopeo ...`).
+    pub netns: Option<String>,
 }
 
 /// A `skopeo` program with a private directory for its policy, auth and registries files.
@@ -75,7 +77,7 @@ impl Skopeo {
             .registries_conf
             .clone()
             .unwrap_or_else(|| private.join("registries.conf"));
-        let mut command = super::command(&self.program);
+        let mut command = super::command_in(options.netns.as_deref(), &self.program);
         command
             .env("REGISTRY_AUTH_FILE", private.join("auth.json"))
             .arg("--policy")
