@@ -112,7 +112,11 @@ impl PieceClient {
     }
 
     /// Fetches piece `piece` of `task_id` from the parent at `addr`, expecting `expected_length`
-    /// bytes, and verifies its crc32 digest. The whole exchange is bounded by `timeout`.
+    /// bytes, and verifies its crc32 digest.
+    ///
+    /// `timeout` bounds each wait, not the whole exchange: for the parent's answer (a busy parent
+    /// queues requests) and for every read of the body. A parent that keeps sending, however
+    /// slowly over a shaped link, is not cut off; one that goes silent is.
     pub async fn fetch(
         &self,
         addr: SocketAddr,
@@ -124,23 +128,19 @@ impl PieceClient {
         // A pooled connection may have been closed by the parent since its last use: a failure
         // on one is retried once on a fresh connection before it counts against the parent.
         if let Some(mut stream) = self.take_idle(addr) {
-            let exchange = exchange(&mut stream, addr, task_id, piece, expected_length);
-            match tokio::time::timeout(timeout, exchange).await {
-                Ok(Ok(received)) => {
+            let exchange = exchange(&mut stream, addr, task_id, piece, expected_length, timeout);
+            match exchange.await {
+                Ok(received) => {
                     self.put_idle(addr, stream);
                     return verify(addr, received);
                 }
-                Ok(Err(FetchPieceError::Transfer { .. })) => {}
-                Ok(Err(err)) => return Err(err),
-                Err(_) => return Err(FetchPieceError::Timeout { addr }),
+                Err(FetchPieceError::Transfer { .. }) => {}
+                Err(err) => return Err(err),
             }
         }
         let mut stream = connect(addr, timeout).await?;
-        let exchange = exchange(&mut stream, addr, task_id, piece, expected_length);
-        let received = match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result?,
-            Err(_) => return Err(FetchPieceError::Timeout { addr }),
-        };
+        let received =
+            exchange(&mut stream, addr, task_id, piece, expected_length, timeout).await?;
         self.put_idle(addr, stream);
         verify(addr, received)
     }
@@ -205,12 +205,22 @@ async fn exchange(
     task_id: &TaskId,
     piece: u32,
     expected_length: u64,
+    timeout: Duration,
 ) -> Result<Unverified, FetchPieceError> {
     let transfer = |source| FetchPieceError::Transfer { addr, source };
-    vortex::write_download_piece(stream, task_id.as_str(), piece)
+    let timed_out = |_| FetchPieceError::Timeout { addr };
+    tokio::time::timeout(
+        timeout,
+        vortex::write_download_piece(stream, task_id.as_str(), piece),
+    )
+    .await
+    .map_err(timed_out)?
+    .map_err(transfer)?;
+    let answer = tokio::time::timeout(timeout, vortex::read_packet(stream))
         .await
+        .map_err(timed_out)?
         .map_err(transfer)?;
-    let info = match vortex::read_packet(stream).await.map_err(transfer)? {
+    let info = match answer {
         Packet::PieceContent(info) => info,
         Packet::Error {
             code: vortex::ErrorCode::NotFound,
@@ -242,10 +252,21 @@ async fn exchange(
     }
     let length = usize::try_from(info.length).map_err(|_| FetchPieceError::Protocol { addr })?;
     let mut content = BytesMut::zeroed(length);
-    stream
-        .read_exact(&mut content)
-        .await
-        .map_err(|source| transfer(VortexError::Io(source)))?;
+    let mut filled = 0;
+    while filled < length {
+        let read = tokio::time::timeout(timeout, stream.read(&mut content[filled..]))
+            .await
+            .map_err(timed_out)?
+            .map_err(|source| transfer(VortexError::Io(source)))?;
+        if read == 0 {
+            let eof = std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "parent closed the connection mid-piece",
+            );
+            return Err(transfer(VortexError::Io(eof)));
+        }
+        filled += read;
+    }
     Ok(Unverified {
         info,
         content: content.freeze(),

@@ -338,7 +338,7 @@ impl TryFrom<DaemonToml> for DaemonConfig {
         };
         let upload = UploadConfig {
             concurrent_pieces: positive(
-                toml.upload.concurrent_pieces.unwrap_or(64),
+                toml.upload.concurrent_pieces.unwrap_or(8),
                 "upload.concurrentPieces",
             )?,
             rate_limit: toml
