@@ -41,7 +41,8 @@ use shoal_storage::{Store, StoreConfig};
 use shoal_types::HostId;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -338,7 +339,8 @@ fn spawn_upload_server(
             .add_service(health)
             .add_service(server)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                // `Server::tcp_nodelay` covers only listeners tonic binds itself.
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
                 cancel.cancelled_owned(),
             )
             .await;

@@ -18,7 +18,7 @@ use shoal_protocol::manager::{
 };
 use shoal_protocol::MAX_GRPC_MESSAGE_BYTES;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
@@ -48,7 +48,11 @@ pub(crate) async fn serve(
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(manager)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            // `Server::tcp_nodelay` covers only listeners tonic binds itself.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            cancel.cancelled_owned(),
+        )
         .await
         .map_err(ManagerError::Grpc)
 }

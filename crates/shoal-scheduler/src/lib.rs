@@ -29,7 +29,7 @@ use std::time::Duration;
 use shoal_protocol::scheduler::scheduler_server::SchedulerServer;
 use shoal_protocol::MAX_GRPC_MESSAGE_BYTES;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
@@ -168,7 +168,12 @@ pub async fn serve(
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(scheduler_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Without TCP_NODELAY small answers wait for delayed ACKs (`Server::tcp_nodelay` covers
+        // only listeners tonic binds itself).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
         .map_err(|source| SchedulerError::Serve { source });
     work_cancel.cancel();

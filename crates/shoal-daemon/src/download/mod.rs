@@ -14,6 +14,7 @@ pub(crate) mod origin;
 mod output;
 pub(crate) use output::copy_atomically as copy_output;
 mod p2p;
+mod picker;
 mod progress;
 mod source;
 
