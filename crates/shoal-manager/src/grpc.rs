@@ -18,8 +18,8 @@ use shoal_protocol::manager::{
 };
 use shoal_protocol::MAX_GRPC_MESSAGE_BYTES;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
 use tracing::{debug, info};

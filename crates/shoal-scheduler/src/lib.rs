@@ -29,9 +29,9 @@ use std::time::Duration;
 use shoal_protocol::scheduler::scheduler_server::SchedulerServer;
 use shoal_protocol::MAX_GRPC_MESSAGE_BYTES;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
