@@ -236,13 +236,19 @@ fn setup_out_dir(out: &std::path::Path) -> anyhow::Result<PathBuf> {
 /// Runs one system; only a broken lab is an error, a broken system is a failed entry.
 async fn run_system(setup: &Setup<'_>, system: System) -> anyhow::Result<report::SystemReport> {
     let (scenario, mode) = (setup.scenario, &setup.lab.mode);
-    if system == System::Dragonfly {
-        let reason = systems::dragonfly::skip_reason(setup.dragonfly_bin_dir);
-        eprintln!("skipping dragonfly: {reason}");
-        return Ok(report::SystemReport::skipped(
-            system, scenario, mode, reason,
-        ));
-    }
+    let dragonfly = if system == System::Dragonfly {
+        match systems::dragonfly::locate(setup.dragonfly_bin_dir) {
+            Ok(bins) => Some(bins),
+            Err(reason) => {
+                eprintln!("skipping dragonfly: {reason}");
+                return Ok(report::SystemReport::skipped(
+                    system, scenario, mode, reason,
+                ));
+            }
+        }
+    } else {
+        None
+    };
     if let Some(reason) = systems::missing_tools(system) {
         eprintln!("skipping {}: {reason}", system.name());
         return Ok(report::SystemReport::skipped(
@@ -268,7 +274,10 @@ async fn run_system(setup: &Setup<'_>, system: System) -> anyhow::Result<report:
         System::Direct => systems::direct::run(&ctx).await,
         System::Bittorrent => systems::bittorrent::run(&ctx).await,
         System::Shoal => systems::shoal::run(&ctx).await,
-        System::Dragonfly => unreachable!("dragonfly is skipped above"),
+        System::Dragonfly => match &dragonfly {
+            Some(bins) => systems::dragonfly::run(&ctx, bins).await,
+            None => Err(anyhow::anyhow!("dragonfly binaries not located")),
+        },
     };
     let entry = match outcome {
         Ok(measured) => report::SystemReport::measured(system, scenario, mode, measured),
