@@ -2,7 +2,9 @@
 //!
 //! `shoal bench --nodes N --size SIZE --out DIR` builds the lab ([`netns`]), starts the origin
 //! ([`origin`]), runs each system ([`systems`]) in turn against the same file, and writes
-//! `report.md`, `report.json` ([`report`]) and PNG charts ([`charts`]) to `DIR`. Each system's
+//! `report.md`, `report.json` ([`report`]) and PNG charts ([`charts`]) to `DIR`. The
+//! `dragonfly` system runs upstream dfdaemon and dfget 1.5.10 (`--dragonfly-bin-dir`, else
+//! PATH) on the nodes under shoal's scheduler and seeds; without them it is skipped. Each system's
 //! result is set against the fluid-model bound ([`bound`]). The run fails when any node's copy
 //! does not match the origin's sha256. Ctrl-C, SIGTERM, errors and success all remove the
 //! namespaces and stop every process the run started; `--cleanup` removes leftovers of earlier
@@ -51,7 +53,8 @@ pub struct LabArgs {
     /// When nodes start: `all` at once, or `staggered[:DELAY]` (DELAY between nodes, 1s).
     #[arg(long, default_value = "all")]
     arrival: Arrival,
-    /// Seed daemons (shoal); they count as peers with their own upload in the bound.
+    /// shoal seed daemons (the shoal and dragonfly systems); they count as peers with their own
+    /// upload in the bound.
     #[arg(long, default_value_t = 1)]
     seeds: usize,
     /// The origin's uplink, e.g. 100mbit (default; 1gbit with --smoke).
