@@ -2,7 +2,9 @@
 //!
 //! `shoal bench --nodes N --size SIZE --out DIR` builds the lab ([`netns`]), starts the origin
 //! ([`origin`]), runs each system ([`systems`]) in turn against the same file, and writes
-//! `report.md`, `report.json` ([`report`]) and PNG charts ([`charts`]) to `DIR`. Each system's
+//! `report.md`, `report.json` ([`report`]) and PNG charts ([`charts`]) to `DIR`. The
+//! `dragonfly` system runs upstream dfdaemon and dfget 1.5.10 (`--dragonfly-bin-dir`, else
+//! PATH) on the nodes under shoal's scheduler and seeds; without them it is skipped. Each system's
 //! result is set against the fluid-model bound ([`bound`]). The run fails when any node's copy
 //! does not match the origin's sha256. Ctrl-C, SIGTERM, errors and success all remove the
 //! namespaces and stop every process the run started; `--cleanup` removes leftovers of earlier
@@ -51,7 +53,8 @@ pub struct LabArgs {
     /// When nodes start: `all` at once, or `staggered[:DELAY]` (DELAY between nodes, 1s).
     #[arg(long, default_value = "all")]
     arrival: Arrival,
-    /// Seed daemons (shoal); they count as peers with their own upload in the bound.
+    /// shoal seed daemons (the shoal and dragonfly systems); they count as peers with their own
+    /// upload in the bound.
     #[arg(long, default_value_t = 1)]
     seeds: usize,
     /// The origin's uplink, e.g. 100mbit (default; 1gbit with --smoke).
@@ -236,13 +239,19 @@ fn setup_out_dir(out: &std::path::Path) -> anyhow::Result<PathBuf> {
 /// Runs one system; only a broken lab is an error, a broken system is a failed entry.
 async fn run_system(setup: &Setup<'_>, system: System) -> anyhow::Result<report::SystemReport> {
     let (scenario, mode) = (setup.scenario, &setup.lab.mode);
-    if system == System::Dragonfly {
-        let reason = systems::dragonfly::skip_reason(setup.dragonfly_bin_dir);
-        eprintln!("skipping dragonfly: {reason}");
-        return Ok(report::SystemReport::skipped(
-            system, scenario, mode, reason,
-        ));
-    }
+    let dragonfly = if system == System::Dragonfly {
+        match systems::dragonfly::locate(setup.dragonfly_bin_dir) {
+            Ok(bins) => Some(bins),
+            Err(reason) => {
+                eprintln!("skipping dragonfly: {reason}");
+                return Ok(report::SystemReport::skipped(
+                    system, scenario, mode, reason,
+                ));
+            }
+        }
+    } else {
+        None
+    };
     if let Some(reason) = systems::missing_tools(system) {
         eprintln!("skipping {}: {reason}", system.name());
         return Ok(report::SystemReport::skipped(
@@ -268,7 +277,10 @@ async fn run_system(setup: &Setup<'_>, system: System) -> anyhow::Result<report:
         System::Direct => systems::direct::run(&ctx).await,
         System::Bittorrent => systems::bittorrent::run(&ctx).await,
         System::Shoal => systems::shoal::run(&ctx).await,
-        System::Dragonfly => unreachable!("dragonfly is skipped above"),
+        System::Dragonfly => match &dragonfly {
+            Some(bins) => systems::dragonfly::run(&ctx, bins).await,
+            None => Err(anyhow::anyhow!("dragonfly binaries not located")),
+        },
     };
     let entry = match outcome {
         Ok(measured) => report::SystemReport::measured(system, scenario, mode, measured),

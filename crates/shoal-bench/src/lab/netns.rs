@@ -200,11 +200,6 @@ impl Lab {
         }
         Ok(())
     }
-
-    /// Every host that runs a downloader or a seed, seeds first.
-    pub(crate) fn peers(&self) -> impl Iterator<Item = &Host> {
-        self.seeds.iter().chain(self.nodes.iter())
-    }
 }
 
 impl Drop for Lab {

@@ -120,6 +120,7 @@ async fn run_system(
                 shoal_log: setup.shoal_log,
                 upload_limit: (!setup.lab.mode.is_netns()).then_some(scenario.node_bw),
                 mirror: true,
+                node_daemons: true,
             };
             match Fleet::start(&spec).await {
                 Ok(fleet) => {

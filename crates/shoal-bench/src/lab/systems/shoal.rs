@@ -17,7 +17,7 @@ use crate::lab::origin::wait_tcp;
 use crate::lab::Bandwidth;
 use crate::micro::procs::parse_sources;
 
-const SCHEDULER_PORT: u16 = 8002;
+pub(crate) const SCHEDULER_PORT: u16 = 8002;
 /// Port of each node daemon's proxy and registry mirror (the daemon's default).
 pub(crate) const PROXY_PORT: u16 = 4001;
 
@@ -35,6 +35,9 @@ pub(crate) struct FleetSpec<'a> {
     pub(crate) upload_limit: Option<Bandwidth>,
     /// Serve the registry mirror on `<node ip>:4001` to the lab's addresses.
     pub(crate) mirror: bool,
+    /// Start a shoal daemon on every node too; `false` starts only the scheduler and the seeds
+    /// (the nodes run another client, e.g. upstream dfdaemon).
+    pub(crate) node_daemons: bool,
 }
 
 /// The scheduler and every daemon of one run; dropping it kills them all.
@@ -44,8 +47,9 @@ pub(crate) struct Fleet {
 }
 
 impl Fleet {
-    /// Starts the scheduler, the seeds and one daemon per node; returns once every daemon's
-    /// socket (and, with a mirror, every node's proxy port) is up.
+    /// Starts the scheduler, the seeds and (with [`FleetSpec::node_daemons`]) one daemon per
+    /// node; returns once every daemon's socket (and, with a mirror, every node's proxy port) is
+    /// up.
     pub(crate) async fn start(spec: &FleetSpec<'_>) -> anyhow::Result<Self> {
         let mut procs: Vec<Child> = Vec::new();
         let hub = &spec.lab.hub;
@@ -62,10 +66,12 @@ impl Fleet {
         wait_tcp(hub, &hub.ip, SCHEDULER_PORT, "shoal scheduler").await?;
         let scheduler_url = format!("http://{scheduler_addr}");
         let seeds = spec.lab.seeds.iter().map(|h| (h, true));
-        for (host, seed) in seeds.chain(spec.lab.nodes.iter().map(|h| (h, false))) {
-            procs.push(start_daemon(spec, host, seed, &scheduler_url)?);
+        let nodes = spec.lab.nodes.iter().filter(|_| spec.node_daemons);
+        let hosts: Vec<(&Host, bool)> = seeds.chain(nodes.map(|h| (h, false))).collect();
+        for (host, seed) in &hosts {
+            procs.push(start_daemon(spec, host, *seed, &scheduler_url)?);
         }
-        for host in spec.lab.peers() {
+        for (host, _) in &hosts {
             wait_socket(&socket(spec.work, host), &host.name).await?;
         }
         if spec.mirror {
@@ -87,6 +93,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> anyhow::Result<Measured> {
         shoal_log: &ctx.shoal_log,
         upload_limit: ctx.loopback().then_some(ctx.node_bw),
         mirror: false,
+        node_daemons: true,
     })
     .await?;
     let measured = run_nodes(ctx, |_, host, output| {
@@ -183,7 +190,7 @@ fn start_daemon(
         .with_context(|| format!("start shoal daemon on {}", host.name))
 }
 
-async fn wait_socket(path: &Path, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_socket(path: &Path, name: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !path.exists() {
         if Instant::now() > deadline {
@@ -214,6 +221,7 @@ mod tests {
             shoal_log: "warn",
             upload_limit: Some(rate),
             mirror: true,
+            node_daemons: true,
         };
         let host = Host {
             name: "node0".into(),
