@@ -167,6 +167,21 @@ async fn dfget(bins: &Path, dir: &Path, url: &str, output: &Path) -> std::proces
         .unwrap()
 }
 
+/// Downloads `url` with upstream dfget and checks the copy against `expected`.
+async fn dfget_verified(bins: &Path, dir: &Path, url: &str, output: &Path, expected: &[u8]) {
+    let result = dfget(bins, dir, url, output).await;
+    assert!(
+        result.status.success(),
+        "dfget failed: {}\n{}",
+        String::from_utf8_lossy(&result.stderr),
+        logs(dir)
+    );
+    assert_eq!(
+        sha256_hex(&std::fs::read(output).unwrap()),
+        sha256_hex(expected)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_dfdaemon_and_shoal_exchange_pieces_both_ways() {
     let bins = match bin_dir() {
@@ -206,18 +221,7 @@ async fn upstream_dfdaemon_and_shoal_exchange_pieces_both_ways() {
         .unwrap_or_else(|e| panic!("shoal daemon: {e}\n{}", logs(dir)));
 
     // 1. upstream -> shoal.
-    let out = dir.join("first-upstream");
-    let result = dfget(&bins, dir, &first_url, &out).await;
-    assert!(
-        result.status.success(),
-        "dfget failed: {}\n{}",
-        String::from_utf8_lossy(&result.stderr),
-        logs(dir)
-    );
-    assert_eq!(
-        sha256_hex(&std::fs::read(&out).unwrap()),
-        sha256_hex(&first)
-    );
+    dfget_verified(&bins, dir, &first_url, &dir.join("first-upstream"), &first).await;
     let out = dir.join("first-shoal");
     let result = Command::new(shoal())
         .arg("get")
@@ -263,18 +267,14 @@ async fn upstream_dfdaemon_and_shoal_exchange_pieces_both_ways() {
         .await
         .unwrap_or_else(|e| panic!("seed: {e}\n{}", logs(dir)));
     let before = upstream_traffic(&metrics(&format!("{}:4002", ip(2))).await, "REMOTE_PEER");
-    let out = dir.join("second-upstream");
-    let result = dfget(&bins, dir, &second_url, &out).await;
-    assert!(
-        result.status.success(),
-        "dfget failed: {}\n{}",
-        String::from_utf8_lossy(&result.stderr),
-        logs(dir)
-    );
-    assert_eq!(
-        sha256_hex(&std::fs::read(&out).unwrap()),
-        sha256_hex(&second)
-    );
+    dfget_verified(
+        &bins,
+        dir,
+        &second_url,
+        &dir.join("second-upstream"),
+        &second,
+    )
+    .await;
     let after = upstream_traffic(&metrics(&format!("{}:4002", ip(2))).await, "REMOTE_PEER");
     assert_eq!(
         after - before,
