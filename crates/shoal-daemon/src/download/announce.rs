@@ -145,7 +145,10 @@ pub(crate) async fn run(
                             .await;
                         break Ok(());
                     }
-                    P2pOutcome::Incomplete { remaining } => {
+                    P2pOutcome::Incomplete {
+                        remaining,
+                        unusable,
+                    } => {
                         missing = remaining;
                         if answers >= MAX_SCHEDULE_COUNT {
                             reporter
@@ -165,7 +168,8 @@ pub(crate) async fn run(
                         }
                         reporter
                             .send(Request::ReschedulePeerRequest(ReschedulePeerRequest {
-                                candidate_parents: normal.candidate_parents.clone(),
+                                // The scheduler blocks these for us; busy parents stay eligible.
+                                candidate_parents: unusable,
                                 description: Some("parents did not deliver every piece".into()),
                             }))
                             .await;

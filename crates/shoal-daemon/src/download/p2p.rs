@@ -35,7 +35,14 @@ use super::{DownloadError, PieceSource, TaskContext};
 #[derive(Debug)]
 pub(crate) enum P2pOutcome {
     Complete,
-    Incomplete { remaining: BTreeSet<PieceNumber> },
+    Incomplete {
+        remaining: BTreeSet<PieceNumber>,
+        /// Parents that failed us or have nothing more to offer (their piece stream ended).
+        /// A parent still streaming and never failed is kept: it may only be busy (a seed
+        /// serving many children queues their requests), and blocking it would send the child
+        /// to the origin beside the seed.
+        unusable: Vec<Peer>,
+    },
 }
 
 enum SyncEvent {
@@ -51,6 +58,8 @@ enum SyncEvent {
 }
 
 struct ParentState {
+    /// The parent as the scheduler named it, to name it back in a reschedule.
+    wire: Peer,
     peer_id: PeerId,
     /// The scheduler says the parent's host is a seed peer.
     is_seed: bool,
@@ -82,6 +91,7 @@ pub(crate) async fn fetch(
             continue;
         };
         states.push(ParentState {
+            wire: parent.clone(),
             peer_id: PeerId::from_wire(parent.id.clone()),
             is_seed: parent.host.as_ref().is_some_and(|host| host.r#type >= 1),
             syncing: true,
@@ -127,7 +137,7 @@ pub(crate) async fn fetch(
         }
         let anyone_left = states.iter().any(|state| state.alive && state.syncing);
         if in_flight.is_empty() && !anyone_left {
-            return Ok(P2pOutcome::Incomplete { remaining: pending });
+            return Ok(incomplete(pending, &states));
         }
         tokio::select! {
             event = sync_events.recv() => match event {
@@ -175,7 +185,7 @@ pub(crate) async fn fetch(
             },
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::debug!(task_id = %context.task_id, remaining = pending.len(), "p2p download stalled");
-                return Ok(P2pOutcome::Incomplete { remaining: pending });
+                return Ok(incomplete(pending, &states));
             }
         }
     }
@@ -239,6 +249,18 @@ fn dispatch(
             tracing::trace!(%task_id, piece = piece.get(), elapsed = ?started.elapsed().unwrap_or_default(), "piece fetch finished");
             (parent, piece, result)
         });
+    }
+}
+
+fn incomplete(remaining: BTreeSet<PieceNumber>, states: &[ParentState]) -> P2pOutcome {
+    let unusable = states
+        .iter()
+        .filter(|state| !state.alive || !state.syncing)
+        .map(|state| state.wire.clone())
+        .collect();
+    P2pOutcome::Incomplete {
+        remaining,
+        unusable,
     }
 }
 
