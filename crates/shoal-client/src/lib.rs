@@ -4,4 +4,5 @@
 
 pub mod channel;
 pub mod manager;
+pub mod seed;
 pub mod vortex;

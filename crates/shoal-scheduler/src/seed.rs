@@ -11,10 +11,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use shoal_client::seed::{download_to_end, SeedDownloadError, SeedTimeouts};
 use shoal_protocol::common::Download;
-use shoal_protocol::dfdaemon::dfdaemon_upload_client::DfdaemonUploadClient;
-use shoal_protocol::dfdaemon::DownloadTaskRequest;
-use shoal_protocol::MAX_GRPC_MESSAGE_BYTES;
 use shoal_types::{HostId, TaskId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,12 +20,14 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::state::SharedState;
 
-/// Upstream daemons use 3 s to connect; a seed that cannot be reached that fast is not healthy.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Upper bound for the seed to accept the call (response headers).
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Upper bound between two progress messages; matches the upstream per-piece timeout.
-const PROGRESS_TIMEOUT: Duration = Duration::from_secs(360);
+/// Upstream daemons use 3 s to connect (a seed that cannot be reached that fast is not
+/// healthy); 10 s for the seed to accept the call; between two progress messages, the upstream
+/// per-piece timeout.
+const TIMEOUTS: SeedTimeouts = SeedTimeouts {
+    connect: Duration::from_secs(3),
+    call: Duration::from_secs(10),
+    progress: Duration::from_secs(360),
+};
 
 /// The seed host chosen for a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,30 +40,8 @@ pub(crate) struct SeedTarget {
 /// Why a seed trigger failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SeedTriggerError {
-    #[error("connect to seed {addr}")]
-    Connect {
-        addr: SocketAddr,
-        #[source]
-        source: tonic::transport::Error,
-    },
-    #[error("connect to seed {addr}: timed out")]
-    ConnectTimeout { addr: SocketAddr },
-    #[error("call DownloadTask on seed {addr}")]
-    Call {
-        addr: SocketAddr,
-        #[source]
-        source: tonic::Status,
-    },
-    #[error("call DownloadTask on seed {addr}: timed out")]
-    CallTimeout { addr: SocketAddr },
-    #[error("read DownloadTask progress from seed {addr}")]
-    Progress {
-        addr: SocketAddr,
-        #[source]
-        source: tonic::Status,
-    },
-    #[error("read DownloadTask progress from seed {addr}: no progress for {PROGRESS_TIMEOUT:?}")]
-    ProgressTimeout { addr: SocketAddr },
+    #[error(transparent)]
+    Download(SeedDownloadError),
     #[error("seed trigger cancelled")]
     Cancelled,
 }
@@ -115,32 +93,9 @@ pub(crate) fn spawn_trigger(
 }
 
 async fn trigger(addr: SocketAddr, download: Download) -> Result<(), SeedTriggerError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|source| SeedTriggerError::Connect { addr, source })?
-        .connect_timeout(CONNECT_TIMEOUT);
-    let channel = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect())
+    download_to_end(&addr.to_string(), download, TIMEOUTS)
         .await
-        .map_err(|_| SeedTriggerError::ConnectTimeout { addr })?
-        .map_err(|source| SeedTriggerError::Connect { addr, source })?;
-    let mut client = DfdaemonUploadClient::new(channel)
-        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-    let request = DownloadTaskRequest {
-        download: Some(download),
-    };
-    let mut progress = tokio::time::timeout(CALL_TIMEOUT, client.download_task(request))
-        .await
-        .map_err(|_| SeedTriggerError::CallTimeout { addr })?
-        .map_err(|source| SeedTriggerError::Call { addr, source })?
-        .into_inner();
-    loop {
-        match tokio::time::timeout(PROGRESS_TIMEOUT, progress.message()).await {
-            Ok(Ok(Some(_))) => continue,
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(source)) => return Err(SeedTriggerError::Progress { addr, source }),
-            Err(_) => return Err(SeedTriggerError::ProgressTimeout { addr }),
-        }
-    }
+        .map_err(SeedTriggerError::Download)
 }
 
 #[cfg(test)]
